@@ -1,0 +1,2 @@
+"""modelscope-facemask."""
+from .version import __version__

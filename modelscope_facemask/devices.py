@@ -1,0 +1,44 @@
+"""Device selection with ModelScope's conventions and no silent fallbacks."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .errors import DeviceError
+
+logger = logging.getLogger("modelscope_facemask")
+
+
+def resolve_device(requested: str | torch.device | None = "gpu") -> torch.device:
+    """Map ``'cpu' | 'gpu' | 'cuda' | 'cuda:N' | torch.device | None`` to the device that will run.
+
+    ``'gpu'`` (ModelScope's default for ``pipeline()``) and ``None`` fall back to the CPU when CUDA is absent, logged
+    at WARNING. An explicit ``'cuda'``/``'cuda:N'`` that does not exist raises :class:`DeviceError`.
+    """
+    if isinstance(requested, torch.device):
+        requested = str(requested)
+    name = (requested or "gpu").strip().lower()
+    if name == "cpu":
+        return torch.device("cpu")
+    if name in ("gpu", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0)
+        logger.warning("device %r requested but CUDA is not available: running on the CPU", requested or "gpu")
+        return torch.device("cpu")
+    if name.startswith("gpu:"):
+        name = "cuda:" + name[4:]
+    if name == "cuda" or name.startswith("cuda:"):
+        index = 0 if name == "cuda" else name[5:]
+        try:
+            index = int(index)
+        except ValueError:
+            raise DeviceError(f"device {requested!r} is not understood; use 'cpu', 'gpu', 'cuda' or 'cuda:N'") from None
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= count:
+            raise DeviceError(
+                f"device {requested!r} does not exist: this machine has {count} CUDA device(s); "
+                "use device='cpu' or a valid 'cuda:N'"
+            )
+        return torch.device("cuda", index)
+    raise DeviceError(f"device {requested!r} is not understood; use 'cpu', 'gpu', 'cuda' or 'cuda:N'")

@@ -1,0 +1,118 @@
+"""RetinaFace face detection reproducing ModelScope's ``RetinaFaceDetection.forward`` (plus batching).
+
+Per image: if the longer side exceeds 1500 px, resize (float32, bilinear) by 1000 / longer side; subtract the
+mean (104, 117, 123) from the array in the detector's channel order; run the network; decode with cached anchors;
+threshold 0.9, top-k 5000, NMS 0.4 (``+1`` area convention), keep 750; coordinates back in original pixels.
+Scores stay true scores (the reference divides them by the resize factor too). Images of equal network-input
+size run as one batch, so outputs equal single-image runs exactly.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..checkpoints import find_weights_file, load_weights, read_state_dict
+from ..errors import ConfigurationError
+from ..nets.retinaface import RetinaFace, RetinaFaceConfig
+from .anchors import prior_boxes
+from .detections import Detections
+from .postprocess import postprocess_detections
+
+logger = logging.getLogger("modelscope_facemask")
+
+MEAN = (104.0, 117.0, 123.0)
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """Thresholds and sizes of detection; the defaults are the reference's."""
+
+    confidence_threshold: float = 0.9
+    nms_threshold: float = 0.4
+    top_k: int = 5000
+    keep_top_k: int = 750
+    max_side: int = 1500
+    resize_side: float = 1000.0
+
+
+def network_input(image_rgb: np.ndarray, settings: DetectionSettings, channel_order: str) -> tuple[np.ndarray, float]:
+    """The float32 HxWx3 mean-subtracted array the network sees, and the resize factor ``ss``."""
+    img = image_rgb.astype(np.float32)
+    ss = 1.0
+    height, width = img.shape[:2]
+    if max(height, width) > settings.max_side:
+        ss = settings.resize_side / max(height, width)
+        img = cv2.resize(img, (0, 0), fx=ss, fy=ss)
+    if channel_order == "BGR":
+        img = img[:, :, ::-1]
+    img = img - np.asarray(MEAN, np.float32)
+    return np.ascontiguousarray(img), ss
+
+
+class FaceDetector:
+    """A RetinaFace network plus the reference pre- and post-processing, for batches of RGB uint8 images."""
+
+    def __init__(
+        self,
+        net: RetinaFace,
+        *,
+        device: torch.device | str = "cpu",
+        settings: DetectionSettings = DetectionSettings(),
+    ) -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.config: RetinaFaceConfig = net.config
+        self.settings = settings
+
+    @classmethod
+    def from_pretrained(
+        cls, model_dir: str | Path, *, device: torch.device | str = "cpu", settings: DetectionSettings = DetectionSettings()
+    ) -> "FaceDetector":
+        """Load a RetinaFace model folder (``configuration.json`` with a ``models`` block + weights)."""
+        model_dir = Path(model_dir)
+        config_path = model_dir / "configuration.json"
+        try:
+            models = json.loads(config_path.read_text(encoding="utf-8"))["models"]
+        except FileNotFoundError:
+            raise ConfigurationError(f"detector folder {str(model_dir)!r} has no configuration.json") from None
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise ConfigurationError(
+                f"{str(config_path)!r} is not a RetinaFace configuration (needs a 'models' block): {exc}"
+            ) from None
+        net = RetinaFace(RetinaFaceConfig.from_dict(models))
+        weights = find_weights_file(model_dir)
+        load_weights(net, read_state_dict(weights), source=str(weights))
+        return cls(net, device=device, settings=settings)
+
+    @torch.inference_mode()
+    def raw_outputs(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Network outputs for a (B, H, W, 3) float32 mean-subtracted batch."""
+        tensor = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).contiguous()
+        return self.net(tensor)
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Detect faces in RGB uint8 HxWx3 images (any sizes); one :class:`Detections` per image, in order."""
+        prepared = [network_input(img, self.settings, self.config.channel_order) for img in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (arr, _) in enumerate(prepared):
+            groups.setdefault(arr.shape[:2], []).append(i)
+        results: list[Detections | None] = [None] * len(images)
+        s = self.settings
+        for (height, width), members in groups.items():
+            loc, conf, landmarks = self.raw_outputs(np.stack([prepared[i][0] for i in members]))
+            priors = prior_boxes(height, width, self.config.min_sizes, self.config.steps, self.config.clip).to(self.device)
+            for row, i in enumerate(members):
+                results[i] = postprocess_detections(
+                    loc[row], conf[row], landmarks[row], priors,
+                    variances=self.config.variance, image_width=width, image_height=height, scale=prepared[i][1],
+                    confidence_threshold=s.confidence_threshold, top_k=s.top_k,
+                    nms_threshold=s.nms_threshold, keep_top_k=s.keep_top_k,
+                )
+        return results  # type: ignore[return-value]

@@ -1,0 +1,65 @@
+"""FaceMask recognition: aligned 112x112 RGB crops -> L2-normalised 512-d embeddings, as the reference computes them.
+
+Reference pre-processing (``MaskFaceRecognitionPipeline.preprocess``): RGB, CHW, ``(x / 255 - 0.5) / 0.5`` in float64
+then float32; forward; ``emb /= sqrt(sum(emb ** 2))`` in float32. Here the per-pixel mapping is one exact 256-entry
+lookup table and crops run in batches.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoints import find_weights_file, load_weights, read_state_dict
+from ..errors import ImageLoadError
+from ..nets.iresnet import IResNet, iresnet286
+
+#: uint8 value -> network input, computed exactly as the reference does (float64 then float32)
+PIXEL_TABLE = ((np.arange(256, dtype=np.float64) / 255.0 - 0.5) / 0.5).astype(np.float32)
+EMBEDDING_SIZE = 512
+
+
+def crops_to_tensor(crops_rgb: np.ndarray) -> torch.Tensor:
+    """(N, 112, 112, 3) uint8 RGB crops -> (N, 3, 112, 112) float32 network input."""
+    return torch.from_numpy(PIXEL_TABLE[crops_rgb]).permute(0, 3, 1, 2).contiguous()
+
+
+def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation with the reference's float32 arithmetic."""
+    embeddings = embeddings.astype(np.float32, copy=True)
+    embeddings /= np.sqrt(np.sum(embeddings**2, -1, keepdims=True))
+    return embeddings
+
+
+class FaceRecognizer:
+    """An IResNet plus the reference pre-processing and normalisation, batched."""
+
+    def __init__(self, net: IResNet, *, device: torch.device | str = "cpu", batch_size: int = 32) -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.batch_size = int(batch_size)
+        self.input_size = net.input_size
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, *, device: torch.device | str = "cpu", batch_size: int = 32) -> "FaceRecognizer":
+        """Load the FaceMask backbone (``iresnet286``) from a model folder."""
+        weights = find_weights_file(model_dir)
+        net = load_weights(iresnet286(), read_state_dict(weights), source=str(weights))
+        return cls(net, device=device, batch_size=batch_size)
+
+    @torch.inference_mode()
+    def embed(self, crops_rgb: np.ndarray) -> np.ndarray:
+        """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 L2-normalised embeddings."""
+        crops_rgb = np.asarray(crops_rgb)
+        size = self.input_size
+        if crops_rgb.dtype != np.uint8 or crops_rgb.ndim != 4 or crops_rgb.shape[1:] != (size, size, 3):
+            raise ImageLoadError(
+                f"face crops must be uint8 (N, {size}, {size}, 3) RGB, got {crops_rgb.dtype} {crops_rgb.shape}; "
+                "align faces first (modelscope_facemask.faces.align.warp_faces)"
+            )
+        out = [np.zeros((0, self.net.fc.out_features), np.float32)]
+        for start in range(0, len(crops_rgb), self.batch_size):
+            batch = crops_to_tensor(crops_rgb[start : start + self.batch_size]).to(self.device)
+            out.append(self.net(batch).float().cpu().numpy())
+        return l2_normalise(np.concatenate(out))

@@ -1,0 +1,48 @@
+"""Packaging for modelscope-facemask (setuptools: ModelScope's plugin installer reads top_level.txt)."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+version = {}
+exec((ROOT / "modelscope_facemask" / "version.py").read_text(), version)
+
+setup(
+    name="modelscope-facemask",
+    version=version["__version__"],
+    description="FaceMask masked-face recognition (RetinaFace + 5-point alignment + IResNet-252) as a ModelScope plugin",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["modelscope_facemask", "modelscope_facemask.*"]),
+    install_requires=[
+        "modelscope>=1.24,<2",
+        # what `from modelscope.pipelines import pipeline` needs (modelscope declares none of it)
+        "addict",
+        "simplejson",
+        "sortedcontainers",
+        "datasets",
+        "pyyaml",
+        "torch>=2.1",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "Pillow>=9",
+        "safetensors>=0.4",
+        "tqdm",
+        "requests",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            # independent references: scikit-image (similarity transform, built-in alignment),
+            # torchvision (ModelScope's reference RetinaFace), onnx/onnxruntime (detector conversion)
+            "scikit-image>=0.21",
+            "torch==2.14.1",
+            "torchvision==0.29.1",
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
+        ],
+    },
+    entry_points={"console_scripts": ["facemask=modelscope_facemask.cli:main"]},
+)

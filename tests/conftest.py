@@ -1,0 +1,56 @@
+"""Shared fixtures: deterministic synthetic weights in the official formats, written once per session."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+from modelscope_facemask.checkpoints import save_state_dict  # noqa: E402
+from modelscope_facemask.nets.retinaface import RESNET50_CONFIG  # noqa: E402
+from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer, synthetic_retinaface  # noqa: E402
+
+SMALL_UNITS = (1, 2, 2, 1)
+
+
+@pytest.fixture(scope="session")
+def full_recognizer_state() -> dict[str, torch.Tensor]:
+    """State dict of the full 124 M-parameter FaceMask backbone with deterministic untrained weights."""
+    return synthetic_recognizer().state_dict()
+
+
+@pytest.fixture(scope="session")
+def full_recognizer_dir(tmp_path_factory, full_recognizer_state) -> Path:
+    """A FaceMask model folder in the official layout: configuration.json + pytorch_model.pt."""
+    folder = tmp_path_factory.mktemp("facemask_full")
+    save_state_dict(full_recognizer_state, folder / "pytorch_model.pt")
+    (folder / "configuration.json").write_text(
+        json.dumps({"framework": "pytorch", "task": "face-recognition",
+                    "pipeline": {"type": "resnet-face-recognition-facemask"}})
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_recognizer_state() -> dict[str, torch.Tensor]:
+    """State dict of a small IResNet (units 1/2/2/1) of the same class."""
+    return synthetic_recognizer(SMALL_UNITS).state_dict()
+
+
+@pytest.fixture(scope="session")
+def r50_detector_dir(tmp_path_factory) -> Path:
+    """A RetinaFace-R50 folder like damo/cv_resnet50_face-detection_retinaface, with deterministic weights."""
+    folder = tmp_path_factory.mktemp("retinaface_r50")
+    net = synthetic_retinaface(RESNET50_CONFIG, class_head_std=0.05)
+    save_state_dict(net.state_dict(), folder / "pytorch_model.pt")
+    models = RESNET50_CONFIG.to_dict()
+    del models["channel_order"]  # the official file has no such key; RGB is the default
+    (folder / "configuration.json").write_text(
+        json.dumps({"framework": "pytorch", "task": "face-detection", "pipeline": {"type": "resnet50-face-detection-retinaface"},
+                    "models": models})
+    )
+    return folder

@@ -1,0 +1,76 @@
+"""Weights loading: official layouts accepted, wrong files rejected with a useful message."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from modelscope_facemask.checkpoints import find_weights_file, load_weights, read_state_dict, save_state_dict
+from modelscope_facemask.errors import CheckpointError
+from modelscope_facemask.nets.iresnet import IResNet
+from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RESNET50_CONFIG, RetinaFace
+
+UNITS = (1, 1, 1, 1)
+
+
+@pytest.fixture()
+def state():
+    torch.manual_seed(0)
+    return IResNet(UNITS).state_dict()
+
+
+@pytest.mark.parametrize("layout", ["plain", "module", "wrapped", "wrapped_module"])
+def test_official_layouts_load(tmp_path, state, layout):
+    data = dict(state)
+    if "module" in layout:
+        data = {f"module.{k}": v for k, v in data.items()}
+    if "wrapped" in layout:
+        data = {"state_dict": data}
+    torch.save(data, tmp_path / "pytorch_model.pt")
+    net = load_weights(IResNet(UNITS), read_state_dict(tmp_path / "pytorch_model.pt"))
+    assert all(torch.equal(net.state_dict()[k], state[k]) for k in state)
+
+
+def test_safetensors_preferred_when_present(tmp_path, state):
+    save_state_dict(state, tmp_path / "pytorch_model.pt")
+    assert find_weights_file(tmp_path).name == "pytorch_model.pt"
+    save_state_dict(state, tmp_path / "model.safetensors")
+    assert find_weights_file(tmp_path).name == "model.safetensors"
+    loaded = read_state_dict(tmp_path / "model.safetensors")
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_wrong_checkpoint_lists_missing_unexpected_and_shapes():
+    wrong = RetinaFace(MOBILENET025_CONFIG).state_dict()
+    with pytest.raises(CheckpointError) as info:
+        load_weights(RetinaFace(RESNET50_CONFIG), wrong, source="det.pt")
+    message = str(info.value)
+    assert "det.pt" in message and "missing keys" in message and "unexpected keys" in message
+    assert "shape mismatches" in message and "fpn.output1.0.weight" in message
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(CheckpointError, match="no weights"):
+        find_weights_file(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_state_dict(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        read_state_dict(tmp_path / "junk.pt")
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"x": Payload()}))
+    with pytest.raises(CheckpointError):
+        read_state_dict(tmp_path / "evil.pt")
+
+
+def test_non_tensor_entries_rejected(tmp_path):
+    torch.save({"epoch": 3, "w": torch.zeros(1)}, tmp_path / "meta.pt")
+    with pytest.raises(CheckpointError, match="not a tensor"):
+        read_state_dict(tmp_path / "meta.pt")

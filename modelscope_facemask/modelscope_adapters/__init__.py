@@ -1,0 +1,1 @@
+"""ModelScope adapters: thin registered classes over the pure-PyTorch networks and face operations."""

@@ -1,0 +1,57 @@
+"""The registered FaceMask ``Model``: the IResNet recognizer behind ModelScope's Model API."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from modelscope.models.base import TorchModel
+from modelscope.models.builder import MODELS
+from modelscope.utils.constant import Tasks
+
+from ..checkpoints import find_weights_file, load_weights, read_state_dict
+from ..configuration import facemask_settings, read_configuration
+from ..devices import resolve_device
+from ..faces.recognizer import FaceRecognizer
+from ..metainfo import Models
+from ..nets.iresnet import IResNet
+from ..model_dirs import local_model_dir
+
+logger = logging.getLogger("modelscope_facemask")
+
+
+@MODELS.register_module(Tasks.face_recognition, module_name=Models.facemask)
+class FaceMaskModel(TorchModel):
+    """FaceMask recognizer: aligned 112x112 RGB uint8 crops -> (N, 512) L2-normalised float32 embeddings."""
+
+    def __init__(self, model_dir: str, device: str | torch.device | None = "gpu", batch_size: int = 32, **kwargs: Any) -> None:
+        super().__init__(model_dir)
+        settings = facemask_settings(read_configuration(model_dir))
+        weights = find_weights_file(model_dir)
+        net = load_weights(IResNet(settings.units), read_state_dict(weights), source=str(weights))
+        self.device_used = resolve_device(device)
+        self.recognizer = FaceRecognizer(net, device=self.device_used, batch_size=batch_size)
+        self.net = self.recognizer.net
+        self.weights_file = weights
+        logger.info("FaceMask recognizer loaded from %s on %s (fp32)", weights, self.device_used)
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, revision: str | None = None, device: str | None = "gpu", **kwargs: Any) -> "FaceMaskModel":
+        """Load from a local folder or a hub id; works with the official card (no ``model.type``) and ours."""
+        for key in ("model_prefetched", "invoked_by", "cfg_dict", "trust_remote_code", "device_map", "task"):
+            kwargs.pop(key, None)
+        return cls(local_model_dir(model_name_or_path, revision), device=device, **kwargs)
+
+    def embed(self, crops_rgb: np.ndarray) -> np.ndarray:
+        """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 unit rows."""
+        return self.recognizer.embed(crops_rgb)
+
+    def forward(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """``{'img': (N, 112, 112, 3) uint8 RGB crops}`` -> ``{'img_embedding': (N, 512)}``."""
+        crops = inputs["img"]
+        if isinstance(crops, torch.Tensor):
+            crops = crops.cpu().numpy()
+        crops = np.asarray(crops)
+        return {"img_embedding": self.embed(crops[None] if crops.ndim == 3 else crops)}

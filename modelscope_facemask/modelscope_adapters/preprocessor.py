@@ -1,0 +1,104 @@
+"""The registered FaceMask ``Preprocessor``: load images, detect faces (RetinaFace), choose, align to 112x112."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from modelscope.preprocessors.base import Preprocessor
+from modelscope.preprocessors.builder import PREPROCESSORS
+from modelscope.utils.constant import Fields, ModeKeys
+
+from ..configuration import FaceMaskSettings, facemask_settings, read_configuration, resolve_detector_dir
+from ..devices import resolve_device
+from ..errors import FaceMaskError
+from ..faces.choose import validate_max_faces
+from ..faces.detector import FaceDetector
+from ..faces.images import describe_source, load_image
+from ..faces.prepare import PreparedFaces, prepare_faces
+from ..metainfo import Preprocessors
+from ..model_dirs import local_model_dir
+
+logger = logging.getLogger("modelscope_facemask")
+
+_KEEP = object()
+
+
+@PREPROCESSORS.register_module(Fields.cv, module_name=Preprocessors.facemask_preprocessor)
+class FaceMaskPreprocessor(Preprocessor):
+    """Images -> chosen faces and their aligned RGB crops. The detector loads on first use."""
+
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        detector: str | None = None,
+        device: str | torch.device | None = "gpu",
+        use_det: bool | None = None,
+        max_faces: int | None | object = _KEEP,
+        min_face_size: float | None = None,
+        mode: str = ModeKeys.INFERENCE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(mode=mode)
+        self.model_dir = model_dir
+        base = facemask_settings(read_configuration(model_dir)) if model_dir else FaceMaskSettings()
+        self.settings = FaceMaskSettings(
+            detector=detector or base.detector,
+            units=base.units,
+            max_faces=base.max_faces if max_faces is _KEEP else max_faces,  # type: ignore[arg-type]
+            use_det=base.use_det if use_det is None else bool(use_det),
+            min_face_size=base.min_face_size if min_face_size is None else float(min_face_size),
+        )
+        validate_max_faces(self.settings.max_faces)
+        self.device_used = resolve_device(device)
+        self._detector: FaceDetector | None = None
+        if self.settings.use_det:
+            _ = self.detector  # load now, so that a bad detector fails at construction, not at the first image
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, revision: str | None = None, **kwargs: Any) -> "FaceMaskPreprocessor":
+        """Build from a local model folder or hub id (works with the official card and ours)."""
+        for key in ("cfg_dict", "preprocessor_mode", "trust_remote_code", "task", "field"):
+            kwargs.pop(key, None)
+        return cls(model_dir=local_model_dir(model_name_or_path, revision), **kwargs)
+
+    @property
+    def detector(self) -> FaceDetector:
+        """The RetinaFace detector (configuration's, or the ``detector`` override), loaded once."""
+        if self._detector is None:
+            folder = resolve_detector_dir(self.settings.detector, self.model_dir)
+            self._detector = FaceDetector.from_pretrained(folder, device=self.device_used)
+            logger.info("RetinaFace detector (%s) loaded from %s on %s", self._detector.config.name, folder, self.device_used)
+        return self._detector
+
+    def prepare(
+        self, inputs: Sequence[Any], *, use_det: bool | None = None, max_faces: int | None | object = _KEEP
+    ) -> list[PreparedFaces | FaceMaskError]:
+        """Prepare many images in one batch; an input that fails yields its error in its slot, the rest go on."""
+        use_det = self.settings.use_det if use_det is None else bool(use_det)
+        max_faces = self.settings.max_faces if max_faces is _KEEP else max_faces
+        validate_max_faces(max_faces)
+        results: list[PreparedFaces | FaceMaskError | None] = [None] * len(inputs)
+        images, slots = [], []
+        for i, item in enumerate(inputs):
+            try:
+                images.append(load_image(item))
+                slots.append(i)
+            except FaceMaskError as exc:
+                results[i] = exc
+        detector = self.detector if use_det else None
+        faces = prepare_faces(images, detector, max_faces=max_faces, min_face_size=self.settings.min_face_size)
+        for i, prepared in zip(slots, faces):
+            if len(prepared) == 0:
+                logger.info("no face found in %s", describe_source(inputs[i]))
+            results[i] = prepared
+        return results  # type: ignore[return-value]
+
+    def __call__(self, data: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        """One image -> ``{'img': crops, 'boxes', 'scores', 'keypoints'}``; raises on a bad input."""
+        result = self.prepare([data], **kwargs)[0]
+        if isinstance(result, FaceMaskError):
+            raise result
+        dets = result.detections
+        return {"img": result.crops, "boxes": dets.boxes, "scores": dets.scores, "keypoints": dets.landmarks}

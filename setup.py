@@ -30,6 +30,7 @@ setup(
         "Pillow>=9",
         "safetensors>=0.4",
         "tqdm",
+        "onnx>=1.15",  # converts the real mobilenet0.25 detector for the offline demo
         "requests",
     ],
     extras_require={

@@ -1,7 +1,6 @@
 """Shared fixtures: deterministic synthetic weights in the official formats, written once per session."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -10,7 +9,11 @@ import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-from modelscope_facemask.checkpoints import save_state_dict  # noqa: E402
+from modelscope_facemask.testing.model_repos import (  # noqa: E402
+    OFFICIAL_MINIMAL_CONFIGURATION,
+    write_detector_repo,
+    write_facemask_repo,
+)
 from modelscope_facemask.nets.retinaface import RESNET50_CONFIG  # noqa: E402
 from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer, synthetic_retinaface  # noqa: E402
 
@@ -26,13 +29,8 @@ def full_recognizer_state() -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="session")
 def full_recognizer_dir(tmp_path_factory, full_recognizer_state) -> Path:
     """A FaceMask model folder in the official layout: configuration.json + pytorch_model.pt."""
-    folder = tmp_path_factory.mktemp("facemask_full")
-    save_state_dict(full_recognizer_state, folder / "pytorch_model.pt")
-    (folder / "configuration.json").write_text(
-        json.dumps({"framework": "pytorch", "task": "face-recognition",
-                    "pipeline": {"type": "resnet-face-recognition-facemask"}})
-    )
-    return folder
+    return write_facemask_repo(tmp_path_factory.mktemp("facemask_full"), full_recognizer_state,
+                               OFFICIAL_MINIMAL_CONFIGURATION)
 
 
 @pytest.fixture(scope="session")
@@ -44,16 +42,8 @@ def small_recognizer_state() -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="session")
 def r50_detector_dir(tmp_path_factory) -> Path:
     """A RetinaFace-R50 folder like damo/cv_resnet50_face-detection_retinaface, with deterministic weights."""
-    folder = tmp_path_factory.mktemp("retinaface_r50")
     net = synthetic_retinaface(RESNET50_CONFIG, class_head_std=0.05)
-    save_state_dict(net.state_dict(), folder / "pytorch_model.pt")
-    models = RESNET50_CONFIG.to_dict()
-    del models["channel_order"]  # the official file has no such key; RGB is the default
-    (folder / "configuration.json").write_text(
-        json.dumps({"framework": "pytorch", "task": "face-detection", "pipeline": {"type": "resnet50-face-detection-retinaface"},
-                    "models": models})
-    )
-    return folder
+    return write_detector_repo(tmp_path_factory.mktemp("retinaface_r50"), net.state_dict(), RESNET50_CONFIG)
 
 
 def _asset_or_skip(fetch):
@@ -86,9 +76,4 @@ def mobilenet_detector_dir(tmp_path_factory, mobilenet_state) -> Path:
     """A detector folder with the real mobilenet0.25 weights (biubug6-trained: BGR input)."""
     from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
 
-    folder = tmp_path_factory.mktemp("retinaface_mobilenet")
-    save_state_dict(mobilenet_state, folder / "pytorch_model.pt")
-    (folder / "configuration.json").write_text(
-        json.dumps({"framework": "pytorch", "task": "face-detection", "models": MOBILENET025_CONFIG.to_dict()})
-    )
-    return folder
+    return write_detector_repo(tmp_path_factory.mktemp("retinaface_mobilenet"), mobilenet_state, MOBILENET025_CONFIG)

@@ -68,7 +68,7 @@ def facemask_settings(config: dict[str, Any]) -> FaceMaskSettings:
 
 def resolve_detector_dir(detector: str | os.PathLike, model_dir: str | os.PathLike | None = None) -> Path:
     """A local detector folder for ``detector``: a folder inside ``model_dir``, a local folder, or a hub id
-    (downloaded with ModelScope's ``snapshot_download``, which uses its cache)."""
+    (taken from ModelScope's cache when present, else downloaded with ``snapshot_download``)."""
     candidates = []
     if model_dir is not None:
         candidates.append(Path(model_dir) / detector)
@@ -81,4 +81,4 @@ def resolve_detector_dir(detector: str | os.PathLike, model_dir: str | os.PathLi
         raise ConfigurationError(
             f"detector {text!r} is neither a RetinaFace model folder (with configuration.json) nor a hub id 'owner/name'"
         )
-    return Path(local_model_dir(text))
+    return Path(local_model_dir(text, prefer_cache=True))

@@ -7,6 +7,10 @@ the built-in module behind a name lazily right before building, so that module i
 overridden with ``force=True``. The built-in module imports scikit-image at import time; where scikit-image is not
 installed that import fails, and ModelScope's lazy index entry for the name is pointed at our module instead
 (otherwise every ``pipeline()`` call for the official card would fail with ``No module named 'skimage'``).
+
+ModelScope also consults that lazy index (built from its own source tree) to decide whether ``Model.from_pretrained``
+can build a registered type at all (``can_load_by_ms``); a plugin's types are not in it, so each registered name
+is added to the index, pointing at the module that registered it.
 """
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ from modelscope.pipelines.builder import PIPELINES
 from modelscope.utils.constant import Tasks
 from modelscope.utils.import_utils import LazyImportModule
 
-from .metainfo import Pipelines
-from .modelscope_adapters import model as _model  # noqa: F401  (registers FaceMaskModel)
-from .modelscope_adapters import preprocessor as _preprocessor  # noqa: F401  (registers FaceMaskPreprocessor)
+from modelscope.utils.constant import Fields
+
+from .metainfo import Models, Pipelines, Preprocessors
+from .modelscope_adapters.model import FaceMaskModel
 from .modelscope_adapters.pipeline import FaceMaskPipeline
+from .modelscope_adapters.preprocessor import FaceMaskPreprocessor
 
 logger = logging.getLogger("modelscope_facemask")
 
@@ -28,12 +34,12 @@ BUILTIN_MODULE = "modelscope.pipelines.cv.mask_face_recognition_pipeline"
 BUILTIN_SIGNATURE = ("PIPELINES", Tasks.face_recognition, Pipelines.builtin_facemask)
 
 
-def _redirect_lazy_index() -> None:
-    """Point ModelScope's lazy-import index entry for the built-in name at our pipeline module."""
-    entry = LazyImportModule.get_ast_index()["index"].get(BUILTIN_SIGNATURE)
-    if entry is not None:
-        entry["module"] = FaceMaskPipeline.__module__
-        entry["imports"] = []
+def index_in_lazy_import(signature: tuple[str, str, str], cls: type) -> None:
+    """Make ModelScope's lazy-import index resolve ``signature`` to the module defining ``cls``."""
+    module = importlib.import_module(cls.__module__)
+    LazyImportModule.get_ast_index()["index"][signature] = {
+        "filepath": module.__file__, "imports": [], "module": cls.__module__,
+    }
 
 
 def override_builtin_pipeline() -> None:
@@ -42,8 +48,11 @@ def override_builtin_pipeline() -> None:
         importlib.import_module(BUILTIN_MODULE)
     except ImportError as exc:  # scikit-image (or another optional dependency of the built-in) is missing
         logger.debug("built-in %s not importable (%s); redirecting its lazy index entry", BUILTIN_MODULE, exc)
-        _redirect_lazy_index()
+        index_in_lazy_import(BUILTIN_SIGNATURE, FaceMaskPipeline)
     PIPELINES.register_module(Tasks.face_recognition, module_name=Pipelines.builtin_facemask, force=True)(FaceMaskPipeline)
 
 
+index_in_lazy_import(("MODELS", Tasks.face_recognition, Models.facemask), FaceMaskModel)
+index_in_lazy_import(("PREPROCESSORS", Fields.cv, Preprocessors.facemask_preprocessor), FaceMaskPreprocessor)
+index_in_lazy_import(("PIPELINES", Tasks.face_recognition, Pipelines.facemask), FaceMaskPipeline)
 override_builtin_pipeline()

@@ -15,30 +15,8 @@ from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RESNET50_CO
 from modelscope_facemask.testing.synthetic_weights import smooth_images, synthetic_retinaface
 
 from .conftest import SMALL_UNITS
+from .reference_models import reference_embedding, reference_iresnet
 from .reference_retinaface import build_reference_retinaface
-
-
-def reference_small_iresnet(units) -> nn.Module:
-    """ModelScope's IResNet with its body rebuilt from ModelScope's own BottleneckIR units of a smaller depth."""
-    net = ref_backbone.iresnet286()
-    blocks = []
-    in_channel = 64
-    for depth, count in zip((64, 128, 256, 512), units):
-        blocks += ref_backbone.get_block(in_channel, depth, count)
-        in_channel = depth
-    net.body = nn.Sequential(*[ref_backbone.BottleneckIR(b.in_channel, b.depth, b.stride) for b in blocks])
-    return net
-
-
-def reference_embedding(net: nn.Module, crop_bgr: np.ndarray) -> np.ndarray:
-    """ModelScope's MaskFaceRecognitionPipeline.preprocess + forward, line for line, on one aligned BGR crop."""
-    face_img = crop_bgr[:, :, ::-1]
-    face_img = np.transpose(face_img, axes=(2, 0, 1))
-    face_img = ((face_img / 255.0 - 0.5) / 0.5).astype(np.float32)
-    with torch.no_grad():
-        emb = net(torch.from_numpy(face_img).unsqueeze(0)).detach().cpu().numpy()
-    emb /= np.sqrt(np.sum(emb**2, -1, keepdims=True))
-    return emb
 
 
 def test_iresnet286_matches_reference_layout():
@@ -51,9 +29,7 @@ def test_iresnet286_matches_reference_layout():
 
 def test_full_recognizer_embeddings_match_reference(full_recognizer_state):
     crops_rgb = smooth_images(3, 112, 112, seed=11)
-    ref = ref_backbone.iresnet286()
-    ref.load_state_dict(full_recognizer_state, strict=True)
-    ref.eval()
+    ref = reference_iresnet((6, 21, 66, 6), full_recognizer_state)
     expected = np.concatenate([reference_embedding(ref, c[:, :, ::-1]) for c in crops_rgb])
     ours = FaceRecognizer(load_weights(iresnet286(), full_recognizer_state)).embed(crops_rgb)
     assert ours.dtype == np.float32 and ours.shape == (3, 512)
@@ -67,9 +43,7 @@ def test_small_recognizer_matches_reference(units, small_recognizer_state):
     from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer
 
     state = small_recognizer_state if tuple(units) == SMALL_UNITS else synthetic_recognizer(units, seed=3).state_dict()
-    ref = reference_small_iresnet(units)
-    ref.load_state_dict(state, strict=True)
-    ref.eval()
+    ref = reference_iresnet(units, state)
     crops_rgb = smooth_images(5, 112, 112, seed=12)
     expected = np.concatenate([reference_embedding(ref, c[:, :, ::-1]) for c in crops_rgb])
     ours = FaceRecognizer(load_weights(IResNet(units), state), batch_size=2).embed(crops_rgb)

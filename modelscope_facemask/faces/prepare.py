@@ -55,6 +55,7 @@ def prepare_faces(
     prepared = []
     for image, dets in zip(images_rgb, detector.detect(images_rgb)):
         chosen = choose_faces(dets, max_faces=max_faces, min_size=min_face_size)
-        crops = warp_faces(image, chosen.landmarks) if len(chosen) else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        # float64 landmarks, as the reference hands them to align_face (its detector output goes through .tolist())
+        crops = warp_faces(image, chosen.landmarks.astype(np.float64))
         prepared.append(PreparedFaces(chosen, crops))
     return prepared

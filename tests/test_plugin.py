@@ -207,3 +207,12 @@ def test_builtin_without_scikit_image(model_dir):
 
 def test_package_version():
     assert modelscope_facemask.__version__
+
+
+def test_repository_configuration_is_the_published_card():
+    import json
+    from pathlib import Path
+
+    card = json.loads((Path(__file__).parent.parent / "configuration.json").read_text())
+    assert card == facemask_configuration()
+    assert "plugins" not in card  # see README: ModelScope would pip-install them on every pipeline() call

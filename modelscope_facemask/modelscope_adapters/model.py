@@ -12,9 +12,10 @@ from modelscope.models.builder import MODELS
 from modelscope.utils.constant import Tasks
 
 from ..checkpoints import find_weights_file, load_weights, read_state_dict
-from ..configuration import facemask_settings, read_configuration
+from ..configuration import CONFIGURATION_FILE, facemask_settings, read_configuration
 from ..devices import resolve_device
 from ..faces.recognizer import FaceRecognizer
+from ..manifest import verify_manifest
 from ..metainfo import Models
 from ..nets.iresnet import IResNet
 from ..model_dirs import local_model_dir
@@ -30,6 +31,7 @@ class FaceMaskModel(TorchModel):
         super().__init__(model_dir)
         settings = facemask_settings(read_configuration(model_dir))
         weights = find_weights_file(model_dir)
+        verify_manifest(model_dir, [os.path.join(model_dir, CONFIGURATION_FILE), weights])  # packed repositories
         net = load_weights(IResNet(settings.units), read_state_dict(weights), source=str(weights))
         self.device_used = resolve_device(device)
         self.recognizer = FaceRecognizer(net, device=self.device_used, batch_size=batch_size)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -10,13 +11,15 @@ from modelscope.preprocessors.base import Preprocessor
 from modelscope.preprocessors.builder import PREPROCESSORS
 from modelscope.utils.constant import Fields, ModeKeys
 
-from ..configuration import FaceMaskSettings, facemask_settings, read_configuration, resolve_detector_dir
+from ..configuration import (CONFIGURATION_FILE, FaceMaskSettings, facemask_settings, read_configuration,
+                             resolve_detector_dir)
 from ..devices import resolve_device
 from ..errors import FaceMaskError
 from ..faces.choose import validate_max_faces
 from ..faces.detector import FaceDetector
 from ..faces.images import describe_source, load_image
 from ..faces.prepare import PreparedFaces, prepare_faces
+from ..manifest import verify_manifest
 from ..metainfo import Preprocessors
 from ..model_dirs import local_model_dir
 
@@ -68,6 +71,8 @@ class FaceMaskPreprocessor(Preprocessor):
         """The RetinaFace detector (configuration's, or the ``detector`` override), loaded once."""
         if self._detector is None:
             folder = resolve_detector_dir(self.settings.detector, self.model_dir)
+            if self.model_dir:  # a detector inside a packed repository is covered by its manifest
+                verify_manifest(self.model_dir, [os.path.join(self.model_dir, CONFIGURATION_FILE), folder])
             self._detector = FaceDetector.from_pretrained(folder, device=self.device_used)
             logger.info("RetinaFace detector (%s) loaded from %s on %s", self._detector.config.name, folder, self.device_used)
         return self._detector

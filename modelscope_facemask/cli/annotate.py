@@ -1,0 +1,40 @@
+"""``facemask annotate``: draw boxes, landmarks and scores, and write the aligned 112x112 crops next to it."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .common import KEEP, UsageError, add_command, add_model_options, expand_inputs, open_preprocessor
+
+DESCRIPTION = """Draw every detected face (box, score, five landmarks) into OUT, and write each face's aligned
+112x112 crop as OUT_face<i>.png beside it (what the recognizer sees). Only the detector loads, not the recognizer."""
+
+
+def register(commands: Any) -> None:
+    parser = add_command(commands, "annotate", help="draw detected faces and write aligned crops",
+                         description=DESCRIPTION)
+    parser.add_argument("image", metavar="IMAGE", help="image file or http(s) URL")
+    parser.add_argument("--out", required=True, help="annotated image to write (e.g. OUT.png)")
+    add_model_options(parser)
+    parser.add_argument("--largest", action="store_true",
+                        help="only the face(s) the model would choose (its max_faces; default: all faces)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..annotate import annotate_image
+
+    expand_inputs([args.image])
+    if not Path(args.out).suffix:
+        raise UsageError(f"--out {args.out!r} needs an image suffix such as .png or .jpg")
+    preprocessor = open_preprocessor(args, max_faces=KEEP if args.largest else None)
+    max_faces = preprocessor.settings.max_faces if args.largest else None
+    try:
+        result = annotate_image(preprocessor, args.image, args.out, max_faces=max_faces)
+    except OSError as exc:  # unwritable folder, unsupported suffix
+        raise UsageError(str(exc)) from None
+    print(f"{args.image}: {len(result.crops)} face(s) -> {result.image}")
+    for path, score in zip(result.crops, result.scores):
+        print(f"  {path} (score {score:.3f})")
+    return 0

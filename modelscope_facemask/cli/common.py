@@ -1,0 +1,181 @@
+"""What the subcommands share: model options, loading a pipeline with clear errors, image lists, batched runs."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..hub_probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+KEEP = object()  # "use the model's configured max_faces"
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for (missing file, unreachable hub, bad option): exit code 2."""
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--detector`` and ``--device``."""
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"hub id (owner/name) or local model folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--detector", default=None,
+                        help="RetinaFace detector to use instead of the one the model's configuration.json names "
+                             "(hub id or local folder)")
+    parser.add_argument("--device", default="gpu",
+                        help="'gpu' (default: CUDA when available, else the CPU with a warning), 'cpu', 'cuda' or "
+                             "'cuda:N'")
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def resolve_model_dir(model: str, what: str = "model") -> str:
+    """A local folder for ``model``: the folder itself, or ModelScope's snapshot of a hub id.
+
+    The hub is probed first (a few seconds at most); when it does not answer, a snapshot already in ModelScope's
+    cache is used, otherwise the error says what to do (instead of ModelScope's ~35 s of retries).
+    """
+    from ..hub_probe import hub_problem
+    from ..model_dirs import local_model_dir
+
+    expanded = os.path.expanduser(model)
+    if os.path.isdir(expanded):
+        return expanded
+    problem = hub_problem(model)
+    if problem is not None:
+        if problem.hub_unreachable:
+            from modelscope.hub.snapshot_download import snapshot_download
+
+            try:
+                return snapshot_download(model, local_files_only=True)
+            except Exception:  # noqa: BLE001 - not in the cache
+                pass
+        raise UsageError(f"cannot use {what} {model!r}: {problem.message}")
+    try:
+        return local_model_dir(model)
+    except Exception as exc:  # noqa: BLE001 - ModelScope's client raises many types (HTTPError, ValueError, ...)
+        raise UsageError(f"cannot download {what} {model!r} from the ModelScope hub: {type(exc).__name__}: {exc}") from None
+
+
+def resolve_detector(args: argparse.Namespace, model_dir: str) -> str | None:
+    """The detector folder to pass on: ``--detector`` or the configuration's, inside the model folder, a local
+    folder, or a hub id (fetched now, so that hub problems are reported like the model's)."""
+    from ..configuration import facemask_settings, read_configuration, resolve_detector_dir
+
+    settings = facemask_settings(read_configuration(model_dir))
+    if not settings.use_det and args.detector is None:
+        return None
+    detector = os.path.expanduser(args.detector or settings.detector)
+    if (Path(model_dir) / detector).is_dir() or os.path.isdir(detector):
+        return str(resolve_detector_dir(detector, model_dir))
+    return resolve_model_dir(detector, "detector")
+
+
+def open_pipeline(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any:
+    """The FaceMask pipeline for ``--model``/``--detector``/``--device``."""
+    from ..modelscope_adapters.pipeline import FaceMaskPipeline
+
+    model_dir = resolve_model_dir(args.model)
+    kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
+    return FaceMaskPipeline(model_dir, device=args.device, detector_model=resolve_detector(args, model_dir), **kwargs)
+
+
+def untrained_warning(pipeline: Any) -> None:
+    """Say so when the model declares untrained weights (its similarities are meaningless)."""
+    from ..model_card import says_untrained
+
+    if says_untrained(pipeline.model.model_dir):
+        print("facemask: note: this model declares UNTRAINED weights: its similarities and decisions mean nothing",
+              file=sys.stderr)
+
+
+def open_preprocessor(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any:
+    """Only the detector and alignment (no recognizer), for commands that do not embed."""
+    from ..modelscope_adapters.preprocessor import FaceMaskPreprocessor
+
+    model_dir = resolve_model_dir(args.model)
+    kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
+    return FaceMaskPreprocessor(model_dir, detector=resolve_detector(args, model_dir), device=args.device, **kwargs)
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted, hidden files and folders skipped)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def expand_inputs(items: Iterable[str]) -> tuple[list[str], bool]:
+    """Files, folders (expanded to their images) and URLs -> sources; True when a folder was given."""
+    sources, any_folder, missing = [], False, []
+    for item in items:
+        if is_url(item):
+            sources.append(item)
+        elif os.path.isdir(item):
+            found = image_files(item)
+            if not found:
+                raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {item!r}")
+            sources += [str(p) for p in found]
+            any_folder = True
+        elif os.path.isfile(item):
+            sources.append(item)
+        else:
+            missing.append(item)
+    if missing:
+        raise UsageError("no such file or folder: " + ", ".join(repr(m) for m in missing))
+    return sources, any_folder
+
+
+def run_images(pipeline: Any, sources: Sequence[str], *, max_faces: Any = KEEP, batch_size: int = 16,
+               progress: bool = False) -> list[dict[str, Any]]:
+    """The pipeline's outputs for ``sources``, ``batch_size`` images at a time (bounded memory), with a progress bar."""
+    from tqdm import tqdm
+
+    kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
+    outputs: list[dict[str, Any]] = []
+    with tqdm(total=len(sources), unit="image", disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(sources), batch_size):
+            chunk = list(sources[start : start + batch_size])
+            outputs += pipeline.run_batch(chunk, **kwargs)
+            bar.update(len(chunk))
+    return outputs
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as pretty JSON (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def max_faces_arg(text: str) -> int | None:
+    """``all`` -> None, else a positive integer."""
+    if text.lower() == "all":
+        return None
+    try:
+        return positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', got {text!r}") from None
+
+
+def add_command(commands: Any, name: str, *, help: str, description: str | None = None,
+                epilog: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand parser with ``-v/--verbose`` (descriptions keep their line breaks)."""
+    parser = commands.add_parser(name, help=help, description=description or help, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show INFO logs (device, weights files, ModelScope's own messages)")
+    return parser

@@ -1,0 +1,66 @@
+"""``facemask compare``: cosine similarity of the largest faces of two images, and a same/different decision."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+
+from .common import UsageError, add_command, add_model_options, expand_inputs, open_pipeline, untrained_warning
+
+#: placeholder decision threshold: NOT calibrated for the FaceMask weights (ArcFace-trained IResNets typically
+#: separate identities around cosine 0.3-0.5). Calibrate with `facemask evaluate` on your data, then --threshold.
+DEFAULT_THRESHOLD = 0.4
+
+DESCRIPTION = f"""Compare the largest face of image A with the largest face of image B.
+
+Prints the cosine similarity of their embeddings and "same person" when it is >= the threshold.
+The default threshold {DEFAULT_THRESHOLD} is a PLACEHOLDER, not calibrated for these weights. Calibrate it on labelled
+pairs from your own data:  facemask evaluate --pairs PAIRS.csv --model M   (columns image_a,image_b,same);
+it prints the threshold for the false-accept rate you accept (TAR @ FAR lines) and the EER threshold.
+Exit code 1 when no face is found in A or B."""
+
+
+def register(commands: Any) -> None:
+    parser = add_command(commands, "compare", help="compare the faces of two images", description=DESCRIPTION)
+    parser.add_argument("image_a", metavar="A", help="image file or http(s) URL")
+    parser.add_argument("image_b", metavar="B", help="image file or http(s) URL")
+    add_model_options(parser)
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"decision threshold on the cosine similarity (default {DEFAULT_THRESHOLD}: an "
+                             "uncalibrated placeholder, see above)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    expand_inputs([args.image_a, args.image_b])  # existence check before the model loads
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    pipeline = open_pipeline(args, max_faces=1)
+    untrained_warning(pipeline)
+    out_a, out_b = pipeline.run_batch([args.image_a, args.image_b], max_faces=1)
+    for name, out in ((args.image_a, out_a), (args.image_b, out_b)):
+        if "error" in out:
+            raise UsageError(out["error"])
+    missing = [name for name, out in ((args.image_a, out_a), (args.image_b, out_b)) if not len(out["scores"])]
+    if missing:
+        print(f"no face found in {' and '.join(missing)}: nothing to compare")
+        return 1
+    similarity = float(np.dot(out_a["img_embedding"][0].astype(np.float64), out_b["img_embedding"][0]))
+    same = similarity >= threshold
+    if args.json:
+        print(json.dumps({"image_a": args.image_a, "image_b": args.image_b, "similarity": similarity,
+                          "threshold": threshold, "threshold_calibrated": args.threshold is not None,
+                          "same_person": same, "score_a": float(out_a["scores"][0]),
+                          "score_b": float(out_b["scores"][0])}))
+        return 0
+    print(f"A: {args.image_a} (face score {out_a['scores'][0]:.3f})")
+    print(f"B: {args.image_b} (face score {out_b['scores'][0]:.3f})")
+    relation = ">=" if same else "<"
+    print(f"cosine similarity {similarity:.4f} {relation} threshold {threshold:.4f}: "
+          f"{'same person' if same else 'different people'}")
+    if args.threshold is None:
+        print(f"note: the default threshold {DEFAULT_THRESHOLD} is an uncalibrated placeholder; calibrate it on your "
+              "own labelled pairs with `facemask evaluate --pairs PAIRS.csv` and pass --threshold")
+    return 0

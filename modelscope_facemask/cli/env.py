@@ -1,0 +1,73 @@
+"""``facemask env``: versions, the device and precision that would run, hub and cache settings."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+from typing import Any
+
+from .common import add_command
+
+OPTIONAL = {"matplotlib": "evaluate --plot", "onnxruntime": "detector conversion checks",
+            "skimage": "reference alignment in the tests"}
+
+
+def register(commands: Any) -> None:
+    parser = add_command(commands, "env", help="versions, device and precision, hub settings",
+                         description="Print package, torch and ModelScope versions, the device and precision a "
+                                     "pipeline would run with, and the hub and cache settings (the token is never "
+                                     "printed, only whether it is set).")
+    parser.add_argument("--device", default="gpu", help="the device to resolve (default 'gpu', as the pipeline)")
+    parser.add_argument("--check-hub", action="store_true", help="also probe whether the ModelScope hub answers")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def collect(device: str, check_hub: bool) -> dict[str, Any]:
+    """Everything ``env`` reports."""
+    import torch
+
+    from ..devices import resolve_device
+    from ..hub_probe import hub_reachable, resolve_endpoint
+    from ..regress import package_versions, runtime_precision
+
+    used = resolve_device(device)
+    cuda = torch.cuda.is_available()
+    info: dict[str, Any] = {
+        "versions": package_versions(),
+        "package_path": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "cuda": {"available": cuda, "torch_cuda": torch.version.cuda,
+                 "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []},
+        "device_requested": device, "device": str(used), "precision": runtime_precision(used),
+        "torch_threads": torch.get_num_threads(),
+        "optional": {name: importlib.util.find_spec(name) is not None for name in OPTIONAL},
+        "hub": {"endpoint": resolve_endpoint(), "token_set": bool(os.environ.get("MODELSCOPE_API_TOKEN", "").strip())},
+        "caches": {"MODELSCOPE_CACHE": os.environ.get("MODELSCOPE_CACHE", "~/.cache/modelscope (default)"),
+                   "FACEMASK_CACHE": os.environ.get("FACEMASK_CACHE", "~/.cache/modelscope-facemask (default)")},
+    }
+    if check_hub:
+        info["hub"]["reachable"], info["hub"]["probe"] = hub_reachable()
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    info = collect(args.device, args.check_hub)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    versions = info["versions"]
+    print(f"modelscope-facemask {versions.pop('modelscope-facemask')} ({info['package_path']})")
+    print("  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    cuda = info["cuda"]
+    print(f"CUDA: {'available: ' + ', '.join(cuda['devices']) if cuda['available'] else 'not available'} "
+          f"(torch built with CUDA {cuda['torch_cuda'] or 'none'})")
+    print(f"device: {info['device_requested']!r} -> {info['device']}; precision {info['precision']}; "
+          f"torch threads {info['torch_threads']}")
+    missing = [f"{name} (for {use})" for name, use in OPTIONAL.items() if not info["optional"][name]]
+    print("optional packages missing: " + (", ".join(missing) if missing else "none"))
+    hub = info["hub"]
+    reach = f"; {'reachable' if hub['reachable'] else 'NOT reachable'}: {hub['probe']}" if "reachable" in hub else ""
+    print(f"hub: {hub['endpoint']}; MODELSCOPE_API_TOKEN {'set' if hub['token_set'] else 'not set'}{reach}")
+    print("caches: " + ", ".join(f"{k}={v}" for k, v in info["caches"].items()))
+    return 0

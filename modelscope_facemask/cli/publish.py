@@ -1,0 +1,73 @@
+"""``facemask publish``: push a pack folder with ModelScope's HubApi and verify the hub's copy."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import UsageError, add_command
+
+DESCRIPTION = """Upload a `facemask pack` folder to the ModelScope hub as OWNER/NAME, then list the remote files and
+verify them against manifest.json (sizes, and sha256 where the listing has them).
+The token comes from MODELSCOPE_API_TOKEN and is never printed. The folder is verified against its manifest
+before anything is sent; ModelScope's resumable-upload cache is off, so nothing is written into the folder.
+--dry-run prints what would be uploaded (files, sizes, LFS or inline) without any network access.
+Exit codes: 0 published and verified, 1 upload failed or the hub's copy differs, 2 usage error."""
+
+
+def register(commands: Any) -> None:
+    parser = add_command(commands, "publish", help="upload a packed repository to the hub", description=DESCRIPTION)
+    parser.add_argument("folder", metavar="DIR", help="output folder of `facemask pack`")
+    parser.add_argument("--model-id", required=True, metavar="OWNER/NAME", help="repository on the hub")
+    parser.add_argument("--private", action="store_true", help="create the repository private (an existing "
+                        "repository keeps its visibility)")
+    parser.add_argument("--dry-run", action="store_true", help="only show what would be uploaded (no network)")
+    parser.add_argument("--sync", action="store_true", help="also delete remote files that DIR does not have")
+    parser.add_argument("--message", help="commit message")
+    parser.set_defaults(handler=run)
+
+
+def _print_plan(plan: list, model_id: str) -> None:
+    for item in plan:
+        print(f"  {item.size:>13,}  {'LFS   ' if item.lfs else 'inline'}  {item.path}")
+    print(f"  {sum(p.size for p in plan):>13,}  total: {len(plan)} files ({sum(p.lfs for p in plan)} through LFS)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..hub_probe import resolve_endpoint
+    from ..publish import TOKEN_ENV, PublishError, check_model_id, publish_folder, upload_plan
+
+    try:
+        check_model_id(args.model_id)
+        plan = upload_plan(args.folder)
+    except PublishError as exc:
+        raise UsageError(str(exc)) from None
+    visibility = "private" if args.private else "public"
+    if args.dry_run:
+        import os
+
+        print(f"dry run: would upload {args.folder} to {resolve_endpoint()} as {args.model_id} "
+              f"(created {visibility} if it does not exist{'; remote files not in DIR deleted' if args.sync else ''}):")
+        _print_plan(plan, args.model_id)
+        print(f"{TOKEN_ENV} is {'set' if os.environ.get(TOKEN_ENV, '').strip() else 'NOT set (needed to publish)'}")
+        return 0
+    try:
+        result = publish_folder(args.folder, args.model_id, private=args.private, sync=args.sync,
+                                commit_message=args.message)
+    except PublishError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the hub client's errors (auth, network, quota) are expected failures
+        print(f"facemask publish: error: upload to {args.model_id} failed: {type(exc).__name__}: {exc}")
+        return 1
+    state = f"created ({visibility})" if result.created else "existing repository, visibility unchanged"
+    print(f"uploaded {args.folder} to {resolve_endpoint()} as {args.model_id} ({state}):")
+    _print_plan(result.plan, args.model_id)
+    for extra in result.remote_extras:
+        print(f"note: the hub also holds {extra}, which {args.folder} does not have (--sync deletes such files)")
+    if result.problems:
+        print("VERIFICATION FAILED: the hub's copy differs from the manifest:")
+        for problem in result.problems:
+            print(f"  {problem}")
+        return 1
+    print(f"verified: all {len(result.plan) - 1} manifest files on the hub with the right size; sha256 matched for "
+          f"{result.sha256_checked} (the listing's hashes)")
+    return 0

@@ -1,0 +1,252 @@
+"""The `facemask` command line on the real portraits, with the small deterministic recognizer and the real
+mobilenet0.25 detector. Most commands run in-process through ``main([...])``; a few run as real subprocesses
+(``python -m modelscope_facemask.cli``) to check exit codes and stderr as a user sees them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from modelscope_facemask import FaceMaskPipeline
+from modelscope_facemask.cli import main
+from modelscope_facemask.cli.compare import DEFAULT_THRESHOLD
+from modelscope_facemask.testing.hub_emulator import reset_hub_config
+
+from .regression.inputs import build_model
+
+NAMES = ["person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2"]
+SUBCOMMANDS = [["embed"], ["compare"], ["annotate"], ["evaluate"], ["env"], ["regress"], ["regress", "create"],
+               ["regress", "check"], ["pack"], ["publish"], ["demo"]]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
+    return build_model(tmp_path_factory.mktemp("cli-model"), small_recognizer_state, mobilenet_state)
+
+
+@pytest.fixture(scope="module")
+def pipeline(model_dir) -> FaceMaskPipeline:
+    return FaceMaskPipeline(str(model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def photos(portraits) -> dict[str, str]:
+    return {name: str(path) for name, path in portraits.items()}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modelscope_facemask.cli", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def _group(photos, tmp_path) -> str:
+    """Two portraits side by side, the second scaled down: a two-face image."""
+    a = cv2.imread(photos["person_a_2"])
+    b = cv2.imread(photos["impostor_1"])
+    b = cv2.resize(b, (int(b.shape[1] * a.shape[0] * 0.6 / b.shape[0]), int(a.shape[0] * 0.6)))
+    canvas = np.full((a.shape[0], a.shape[1] + b.shape[1] + 40, 3), 255, np.uint8)
+    canvas[:, : a.shape[1]] = a
+    canvas[: b.shape[0], a.shape[1] + 40 :] = b
+    path = tmp_path / "group.png"
+    cv2.imwrite(str(path), canvas)
+    return str(path)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS, ids=" ".join)
+def test_help_on_every_subcommand(command, capsys):
+    assert main([*command, "--help"]) == 0
+    assert f"usage: facemask {' '.join(command)}" in capsys.readouterr().out
+
+
+def test_console_script_points_at_main():
+    (script,) = entry_points(group="console_scripts", name="facemask")
+    assert script.value == "modelscope_facemask.cli:main"
+    assert script.load() is main
+
+
+def test_usage_errors_exit_2(capsys, tmp_path):
+    assert main(["compare", str(tmp_path / "missing.jpg"), str(tmp_path / "other.jpg"), "--model", "x"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["embed"]) == 2  # argparse: IMAGE_OR_DIR is required
+    assert main(["embed", str(tmp_path), "--model", str(tmp_path / "nope")]) == 2  # empty folder
+    assert "no images" in capsys.readouterr().err
+
+
+def test_missing_model_folder_exit_2(photos, capsys):
+    assert main(["compare", photos["person_a_1"], photos["person_a_2"], "--model", "./no-such-model"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_unreachable_hub_is_a_clear_usage_error(photos, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "cache"))
+    reset_hub_config()
+    try:
+        assert main(["compare", photos["person_a_1"], photos["person_a_2"], "--model", "some-owner/some-model"]) == 2
+    finally:
+        reset_hub_config()
+    err = capsys.readouterr().err
+    assert "hub is not reachable" in err and "--model /path/to/snapshot" in err
+
+
+def test_compare_as_a_subprocess(model_dir, pipeline, photos):
+    out_same = pipeline([photos["person_a_1"], photos["person_a_2"]])
+    out_diff = pipeline([photos["person_a_1"], photos["impostor_1"]])
+    for (a, b), (one, two) in (((photos["person_a_1"], photos["person_a_2"]), out_same),
+                               ((photos["person_a_1"], photos["impostor_1"]), out_diff)):
+        done = _cli("compare", a, b, "--model", str(model_dir), "--device", "cpu", "--json")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        expected = float(np.dot(one["img_embedding"][0].astype(np.float64), two["img_embedding"][0]))
+        assert result["similarity"] == pytest.approx(expected, abs=1e-6)
+        assert result["threshold"] == DEFAULT_THRESHOLD and result["threshold_calibrated"] is False
+        assert result["same_person"] == (result["similarity"] >= DEFAULT_THRESHOLD)
+    done = _cli("compare", photos["person_a_1"], "/no/such.jpg", "--model", str(model_dir))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "no such file or folder: '/no/such.jpg'" in done.stderr
+
+
+def test_compare_text_and_threshold(model_dir, photos, capsys):
+    args = [photos["person_b_1"], photos["person_b_2"], "--model", str(model_dir), "--device", "cpu"]
+    assert main(["compare", *args]) == 0
+    out = capsys.readouterr().out
+    assert "cosine similarity" in out and "uncalibrated placeholder" in out and "facemask evaluate" in out
+    assert main(["compare", *args, "--threshold", "-1"]) == 0
+    out = capsys.readouterr().out
+    assert "same person" in out and "placeholder" not in out
+    assert main(["compare", *args, "--threshold", "1.01"]) == 0
+    assert "different people" in capsys.readouterr().out
+
+
+def test_compare_without_a_face_exit_1(model_dir, photos, tmp_path, capsys):
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    assert main(["compare", photos["person_a_1"], str(blank), "--model", str(model_dir), "--device", "cpu"]) == 1
+    assert f"no face found in {blank}" in capsys.readouterr().out
+
+
+def test_embed_npz_and_jsonl(model_dir, pipeline, photos, tmp_path):
+    folder = Path(photos["person_a_1"]).parent
+    assert main(["embed", str(folder), "--model", str(model_dir), "--device", "cpu", "--out", str(tmp_path / "e.npz"),
+                 "--no-progress"]) == 0
+    data = np.load(tmp_path / "e.npz", allow_pickle=False)
+    images = list(data["images"])
+    assert sorted(images) == sorted(photos.values())
+    expected = pipeline(images)
+    assert np.array_equal(data["face_counts"], [len(o["scores"]) for o in expected])
+    assert np.array_equal(data["embeddings"], np.concatenate([o["img_embedding"] for o in expected]))
+    assert np.array_equal(data["keypoints"], np.concatenate([o["keypoints"] for o in expected]))
+    assert np.array_equal(data["face_image"], np.arange(6)) and set(data["errors"]) == {""}
+    meta = json.loads(str(data["metadata"]))
+    assert meta["device"] == "cpu" and meta["weights"]["recognizer"]["file"] == "pytorch_model.pt"
+    assert len(meta["contract_sha256"]) == 64
+
+    assert main(["embed", photos["person_a_1"], photos["impostor_2"], "--model", str(model_dir), "--device", "cpu",
+                 "--out", str(tmp_path / "e.jsonl")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in records] == [photos["person_a_1"], photos["impostor_2"]]
+    for record in records:
+        row = images.index(record["image"])
+        assert np.array_equal(np.float32(record["faces"][0]["embedding"]), data["embeddings"][row])
+
+
+def test_embed_all_faces_and_an_unreadable_image(model_dir, photos, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    group = _group(photos, tmp_path)
+    args = ["embed", group, str(bad), "--model", str(model_dir), "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "all.npz"), "--all-faces"]) == 1  # the unreadable image
+    data = np.load(tmp_path / "all.npz", allow_pickle=False)
+    assert list(data["face_counts"]) == [2, 0]
+    assert data["errors"][0] == "" and "cannot decode image" in data["errors"][1]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert f"{group}: 1 face(s)" in out and f"{bad}: ERROR" in out and "1 unreadable" in out
+    assert main(["embed", group, "--model", str(model_dir), "--out", str(tmp_path / "x.txt")]) == 2
+
+
+def test_annotate_writes_png_and_crops(model_dir, pipeline, photos, tmp_path, capsys):
+    group = _group(photos, tmp_path)
+    out = tmp_path / "annotated" / "group.png"
+    assert main(["annotate", group, "--out", str(out), "--model", str(model_dir), "--device", "cpu"]) == 0
+    drawn = cv2.imread(str(out))
+    assert drawn.shape == cv2.imread(group).shape
+    assert not np.array_equal(drawn, cv2.imread(group))
+    prepared = pipeline.preprocessor.prepare([group], max_faces=None)[0]
+    assert len(prepared) == 2
+    for index, crop in enumerate(prepared.crops):
+        written = cv2.imread(str(out.with_name(f"group_face{index}.png")))[:, :, ::-1]
+        assert np.array_equal(written, crop)
+    assert "2 face(s)" in capsys.readouterr().out
+    assert main(["annotate", group, "--out", str(tmp_path / "one.png"), "--largest", "--model", str(model_dir),
+                 "--device", "cpu"]) == 0
+    assert (tmp_path / "one_face0.png").is_file() and not (tmp_path / "one_face1.png").exists()
+
+
+def test_evaluate_on_portrait_pairs(model_dir, pipeline, photos, tmp_path, capsys):
+    from modelscope_facemask.evaluate import evaluate_similarities
+
+    folder = Path(photos["person_a_1"]).parent
+    rows = [(a, b, int(a[:8] == b[:8] and a.startswith("person"))) for i, a in enumerate(NAMES) for b in NAMES[i + 1 :]]
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("image_a,image_b,same\n" + "".join(f"{folder / a}.jpg,{folder / b}.jpg,{s}\n" for a, b, s in rows))
+    assert main(["evaluate", "--pairs", str(csv), "--model", str(model_dir), "--device", "cpu", "--no-progress",
+                 "--json", str(tmp_path / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    embedding = {name: o["img_embedding"][0] for name, o in zip(NAMES, pipeline([photos[n] for n in NAMES]))}
+    expected = evaluate_similarities([float(np.dot(embedding[a].astype(np.float64), embedding[b])) for a, b, _ in rows],
+                                     [bool(s) for *_, s in rows])
+    assert expected.genuine_pairs == 2 and expected.impostor_pairs == 13
+    assert f"ROC AUC: {expected.roc_auc:.4f}" in out
+    assert f"EER: {expected.eer:.4f} at threshold {expected.eer_threshold:.4f}" in out
+    assert "TAR @ FAR 0.01: n/a (needs at least 100 different-person pairs, have 13)" in out
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["evaluation"]["roc_auc"] == pytest.approx(expected.roc_auc) and saved["pairs_file"] == "pairs.csv"
+
+
+def test_evaluate_plot_needs_matplotlib(model_dir, tmp_path, capsys):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("image_a,image_b,same\na.jpg,b.jpg,1\n")
+    code = main(["evaluate", "--pairs", str(csv), "--model", str(model_dir), "--plot", str(tmp_path / "roc.png")])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert code == 2 and "--plot needs matplotlib" in capsys.readouterr().err
+    else:
+        assert code == 2 and "no such file or folder" in capsys.readouterr().err  # got past the matplotlib check
+
+
+def test_evaluate_bad_pairs_file(tmp_path, capsys):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("left,right,label\n")
+    assert main(["evaluate", "--pairs", str(csv)]) == 2
+    assert "missing column(s) image_a, image_b, same" in capsys.readouterr().err
+    assert main(["evaluate", "--pairs", str(tmp_path / "none.csv")]) == 2
+
+
+def test_env(capsys):
+    import torch
+
+    assert main(["env", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in out and "device: 'cpu' -> cpu; precision fp32" in out
+    assert main(["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert info["versions"]["modelscope-facemask"] and "token_set" in info["hub"]
+
+
+def test_demo_calls_run_demo_lazily(monkeypatch, tmp_path):
+    import modelscope_facemask.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out_dir, *, hub_timeout=5.0: calls.append((out_dir, hub_timeout)) or 7)
+    assert main(["demo", "--out", str(tmp_path / "d"), "--hub-timeout", "0.5"]) == 7
+    assert calls == [(tmp_path / "d", 0.5)]

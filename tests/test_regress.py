@@ -1,0 +1,204 @@
+"""`facemask regress`: the committed reference passes, small weight changes are caught, usage errors exit 2.
+
+The committed reference (tests/regression/reference.npz, provenance in tests/regression/README.md) was made from
+the deterministic test model that ``tests/regression/inputs.py`` builds; the session fixtures hold the same tensors.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelscope_facemask.checkpoints import TORCH_WEIGHTS, read_state_dict, save_state_dict
+from modelscope_facemask.cli import main
+from modelscope_facemask.manifest import file_sha256
+from modelscope_facemask.regress import (
+    CROSS_DEVICE,
+    SAME_DEVICE,
+    choose_tolerances,
+    load_reference,
+)
+
+from .regression.inputs import DETECTOR_DIR, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "tests" / "regression" / "reference.npz"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
+    return build_model(tmp_path_factory.mktemp("regress-model"), small_recognizer_state, mobilenet_state)
+
+
+@pytest.fixture(scope="module")
+def images(portraits) -> Path:
+    return next(iter(portraits.values())).parent
+
+
+def _check(model: Path, images: Path, *extra: str, reference: Path = REFERENCE) -> int:
+    return main(["regress", "check", "--model", str(model), "--reference", str(reference), "--images", str(images),
+                 "--device", "cpu", *extra])
+
+
+def _perturbed(model_dir: Path, tmp_path: Path, weights: str, key: str, change) -> Path:
+    """A copy of the model with ``change`` applied to every tensor whose name matches ``key`` (a glob)."""
+    copy = tmp_path / "perturbed"
+    shutil.copytree(model_dir, copy)
+    state = read_state_dict(copy / weights)
+    matched = [k for k in state if fnmatch.fnmatchcase(k, key)]
+    assert matched, key
+    for name in matched:
+        state[name] = change(state[name].clone())
+    save_state_dict(state, copy / weights)
+    return copy
+
+
+def test_committed_reference_passes(model_dir, images, tmp_path, capsys):
+    assert _check(model_dir, images, "--json", str(tmp_path / "report.json")) == 0
+    out = capsys.readouterr().out
+    assert "PASS: 6 images, 6 faces within tolerance" in out and "tolerances (same-device)" in out
+    assert "warning" not in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "pass" and report["failures"] == [] and len(report["images"]) == 6
+    assert report["tolerances"] == {"min_cos": 0.999999, "min_cos_recognizer": 0.999999999, "max_landmark_px": 0.01,
+                                    "max_box_px": 0.01, "max_score_diff": 1e-5}
+
+
+def test_reference_records_its_provenance(model_dir, portraits):
+    ref = load_reference(REFERENCE)
+    meta = ref.metadata
+    assert ref.images == sorted(p.name for p in portraits.values())
+    assert ref.image_sha256 == [file_sha256(portraits[Path(name).stem]) for name in ref.images]
+    assert meta["weights"]["recognizer"]["sha256"] == file_sha256(model_dir / TORCH_WEIGHTS)
+    assert meta["weights"]["detector"]["sha256"] == file_sha256(model_dir / DETECTOR_DIR / TORCH_WEIGHTS)
+    assert meta["device"] == "cpu" and meta["precision"] == "fp32"
+    assert meta["contract"]["max_faces"] == 1 and meta["contract"]["detector"]["channel_order"] == "BGR"
+    assert {"modelscope-facemask", "torch", "modelscope"} <= set(meta["versions"])
+    assert np.allclose(np.linalg.norm(ref.embeddings, axis=1), 1, atol=1e-6)
+
+
+def test_ci_script_builds_identical_weights_in_fresh_processes(tmp_path):
+    """What CI runs (.ci/regress_check.sh) passes, and the model it builds is bit-identical in every process."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    builds = [subprocess.Popen([sys.executable, "tests/regression/inputs.py", "model", str(tmp_path / f"m{i}")],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
+    assert all(p.wait(timeout=300) == 0 for p in builds)
+    recorded = load_reference(REFERENCE).metadata["weights"]
+    for i in range(2):
+        assert file_sha256(tmp_path / f"m{i}" / TORCH_WEIGHTS) == recorded["recognizer"]["sha256"]
+        assert file_sha256(tmp_path / f"m{i}" / DETECTOR_DIR / TORCH_WEIGHTS) == recorded["detector"]["sha256"]
+    done = subprocess.run(["bash", ".ci/regress_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS: 6 images" in done.stdout
+
+
+@pytest.mark.parametrize("key, change", [
+    ("body.4.res_layer.3.weight", lambda t: t * 1.001),  # the least visible conv scaling measured (1-cos 2.6e-8)
+    ("body.5.res_layer.4.running_mean", lambda t: _add_to_first(t, 0.05)),  # the least visible BN change: 2.1e-8
+], ids=["conv-x1.001", "bn-mean+0.05"])
+def test_recognizer_weight_change_is_caught(model_dir, images, tmp_path, capsys, key, change):
+    perturbed = _perturbed(model_dir, tmp_path, TORCH_WEIGHTS, key, change)
+    assert _check(perturbed, images, "--json", str(tmp_path / "report.json")) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION: 6 of 6 images out of tolerance" in out
+    assert "warning: recognizer weights differ from the reference's" in out
+    failures = json.loads((tmp_path / "report.json").read_text())["failures"]
+    assert {f["field"] for f in failures} == {"recognizer"} and len(failures) == 6
+    assert all(1e-9 < f["value"] < 1e-6 for f in failures)  # invisible end to end; only the recognizer check sees it
+
+
+def _add_to_first(tensor, value: float):
+    tensor.view(-1)[0] += value
+    return tensor
+
+
+def test_detector_weight_change_is_caught(model_dir, images, tmp_path, capsys):
+    perturbed = _perturbed(model_dir, tmp_path, f"{DETECTOR_DIR}/{TORCH_WEIGHTS}", "body.stage2.0.4.running_mean",
+                           lambda t: _add_to_first(t, 0.05))
+    assert _check(perturbed, images, "--json", str(tmp_path / "report.json")) == 1
+    failures = json.loads((tmp_path / "report.json").read_text())["failures"]
+    assert {"landmarks", "boxes", "embedding"} <= {f["field"] for f in failures}
+    assert "recognizer" not in {f["field"] for f in failures}
+    assert "detector weights differ" in capsys.readouterr().out
+
+
+def test_lost_faces_are_a_regression(model_dir, images, tmp_path, capsys):
+    def no_faces(bias):  # (anchors x [background, face]) logits: faces become improbable on every level
+        bias.view(-1, 2)[:, 1] -= 20.0
+        return bias
+
+    perturbed = _perturbed(model_dir, tmp_path, f"{DETECTOR_DIR}/{TORCH_WEIGHTS}", "ClassHead.*.conv1x1.bias", no_faces)
+    assert _check(perturbed, images) == 1
+    out = capsys.readouterr().out
+    assert "face(s), the reference has 1" in out and "REGRESSION" in out
+
+
+def test_tolerance_options_override(model_dir, images, tmp_path, capsys):
+    perturbed = _perturbed(model_dir, tmp_path, TORCH_WEIGHTS, "body.4.res_layer.3.weight", lambda t: t * 1.001)
+    assert _check(perturbed, images, "--min-cos-recognizer", "0.9999999") == 0
+    assert "tolerances (same-device with overrides)" in capsys.readouterr().out
+
+
+def test_contract_change_warns(model_dir, images, tmp_path, capsys):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    config = json.loads((copy / "configuration.json").read_text())
+    config["preprocessor"]["min_face_size"] = 12.0  # the portraits' faces are far larger: same outputs
+    (copy / "configuration.json").write_text(json.dumps(config))
+    assert _check(copy, images) == 0
+    out = capsys.readouterr().out
+    assert "warning: embedding contract differs from the reference's" in out and "changed: min_face_size)" in out
+
+
+def test_usage_errors_exit_2(model_dir, images, tmp_path, capsys):
+    assert _check(model_dir, images, reference=tmp_path / "missing.npz") == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "garbage.npz").write_bytes(b"not an npz")
+    assert _check(model_dir, images, reference=tmp_path / "garbage.npz") == 2
+    assert "not a readable `facemask regress` reference" in capsys.readouterr().err
+    partial = tmp_path / "partial"
+    shutil.copytree(images, partial)
+    (partial / "impostor_2.jpg").unlink()
+    (partial / "person_a_1.jpg").write_bytes((partial / "person_a_2.jpg").read_bytes())
+    assert _check(model_dir, partial) == 2
+    err = capsys.readouterr().err
+    assert "impostor_2.jpg is missing" in err and "person_a_1.jpg differs from the image the reference" in err
+    assert _check(model_dir, tmp_path / "no-such-folder") == 2
+    assert "images folder" in capsys.readouterr().err
+
+
+def test_create_then_check_all_faces(model_dir, images, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("person_a_1.jpg", "impostor_1.jpg"):
+        shutil.copy(images / name, folder / name)
+    ref = tmp_path / "ref.npz"
+    args = ["regress", "create", "--model", str(model_dir), "--images", str(folder), "--out", str(ref),
+            "--device", "cpu", "--max-faces", "all"]
+    assert main(args) == 0
+    assert main(args) == 2 and "pass --force" in capsys.readouterr().err
+    reference = load_reference(ref)
+    assert reference.images == ["impostor_1.jpg", "person_a_1.jpg"] and reference.metadata["contract"]["max_faces"] is None
+    assert reference.metadata["images_dir"] == str(folder.resolve())
+    assert main(["regress", "check", "--model", str(model_dir), "--reference", str(ref), "--device", "cpu"]) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["regress", "create", "--model", str(model_dir), "--images", str(empty), "--out",
+                 str(tmp_path / "x.npz")]) == 2
+
+
+def test_cross_device_tolerances():
+    ref = load_reference(REFERENCE)
+    assert choose_tolerances(ref, "cpu", "fp32") == (SAME_DEVICE, "same-device")
+    assert choose_tolerances(ref, "cuda:0", "fp32+tf32") == (CROSS_DEVICE, "cross-device")
+    assert choose_tolerances(ref, "cpu", "fp16")[0] == CROSS_DEVICE
+    tol, name = choose_tolerances(ref, "cuda:1", "fp32", {"min_cos": 0.5, "max_box_px": None})
+    assert tol.min_cos == 0.5 and tol.max_box_px == CROSS_DEVICE.max_box_px and name == "cross-device with overrides"

@@ -97,7 +97,7 @@ def build_demo_model(folder: Path, units: Sequence[int]) -> Path:
     """Write the self-contained demo model folder (atomically: a staging folder renamed into place)."""
     from .assets import retinaface_mobilenet_state_dict
     from .nets.retinaface import MOBILENET025_CONFIG
-    from .testing.model_repos import facemask_configuration, write_detector_repo, write_facemask_repo, write_json
+    from .model_repos import facemask_configuration, write_detector_repo, write_facemask_repo, write_json
     from .testing.synthetic_weights import synthetic_recognizer
 
     detector_state = retinaface_mobilenet_state_dict()  # first, so that an unreachable registry fails fast

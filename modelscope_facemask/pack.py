@@ -23,7 +23,7 @@ from .errors import CheckpointError, ConfigurationError
 from .manifest import MANIFEST_FILE, read_manifest, verify_manifest, write_manifest
 from .model_card import DEFAULT_LICENSE, PLACEHOLDER_MODEL_ID, CardFacts, render_model_card, says_untrained
 from .model_dirs import local_model_dir
-from .testing.model_repos import facemask_configuration, write_detector_repo, write_json
+from .model_repos import facemask_configuration, write_detector_repo, write_json
 
 README_FILE = "README.md"
 

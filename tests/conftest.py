@@ -9,7 +9,7 @@ import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-from modelscope_facemask.testing.model_repos import (  # noqa: E402
+from modelscope_facemask.model_repos import (  # noqa: E402
     OFFICIAL_MINIMAL_CONFIGURATION,
     write_detector_repo,
     write_facemask_repo,

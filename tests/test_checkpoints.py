@@ -60,6 +60,7 @@ def test_missing_and_foreign_files(tmp_path):
         read_state_dict(tmp_path / "junk.pt")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_pickled_code_is_refused(tmp_path):
     class Payload:
         def __reduce__(self):

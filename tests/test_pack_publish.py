@@ -120,7 +120,7 @@ def test_manifest_is_checked_for_a_relative_model_path(packed, tmp_path, monkeyp
 
 
 def test_pack_puts_a_given_detector_inside(tmp_path, small_recognizer_state, mobilenet_detector_dir, photo_list):
-    from modelscope_facemask.testing.model_repos import facemask_configuration, write_facemask_repo
+    from modelscope_facemask.model_repos import facemask_configuration, write_facemask_repo
 
     source = write_facemask_repo(tmp_path / "source", small_recognizer_state,  # the detector named by hub id
                                  facemask_configuration(units=(1, 2, 2, 1)))

@@ -1,4 +1,4 @@
-"""Model repository folders in the hub layout, built from given or synthetic weights (tests, demo, packing)."""
+"""Model repository folders in the hub layout: configuration.json contents and weights files (pack, demo, tests)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..checkpoints import TORCH_WEIGHTS, save_state_dict
-from ..configuration import CONFIGURATION_FILE, DEFAULT_DETECTOR, FACEMASK_UNITS
-from ..metainfo import Models, Pipelines, Preprocessors
-from ..nets.retinaface import RetinaFaceConfig
+from .checkpoints import TORCH_WEIGHTS, save_state_dict
+from .configuration import CONFIGURATION_FILE, DEFAULT_DETECTOR, FACEMASK_UNITS
+from .metainfo import Models, Pipelines, Preprocessors
+from .nets.retinaface import RetinaFaceConfig
 
 #: what the official hub card of damo/cv_resnet_face-recognition_facemask may hold at minimum
 OFFICIAL_MINIMAL_CONFIGURATION: dict[str, Any] = {

@@ -103,6 +103,13 @@ def test_list_input_equals_one_by_one(pipe, portraits, group_photo):
         np.testing.assert_allclose(got[OutputKeys.BOXES], single[OutputKeys.BOXES], atol=1e-3)
 
 
+def test_per_call_batch_size(pipe, group_photo):
+    bgr = group_photo[:, :, ::-1].copy()
+    default = pipe([bgr], max_faces=None)[0]
+    one_at_a_time = pipe([bgr], max_faces=None, batch_size=1)[0]
+    np.testing.assert_allclose(one_at_a_time[OutputKeys.IMG_EMBEDDING], default[OutputKeys.IMG_EMBEDDING], atol=1e-5)
+
+
 def test_group_photo_all_faces_and_largest_by_default(pipe, group_photo, reference):
     bgr = group_photo[:, :, ::-1].copy()
     everyone = pipe(bgr, max_faces=None)

@@ -6,14 +6,11 @@ lookup table and crops run in batches.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from ..checkpoints import find_weights_file, load_weights, read_state_dict
 from ..errors import ImageLoadError
-from ..nets.iresnet import IResNet, iresnet286
+from ..nets.iresnet import IResNet
 
 #: uint8 value -> network input, computed exactly as the reference does (float64 then float32)
 PIXEL_TABLE = ((np.arange(256, dtype=np.float64) / 255.0 - 0.5) / 0.5).astype(np.float32)
@@ -41,15 +38,8 @@ class FaceRecognizer:
         self.batch_size = int(batch_size)
         self.input_size = net.input_size
 
-    @classmethod
-    def from_pretrained(cls, model_dir: str | Path, *, device: torch.device | str = "cpu", batch_size: int = 32) -> "FaceRecognizer":
-        """Load the FaceMask backbone (``iresnet286``) from a model folder."""
-        weights = find_weights_file(model_dir)
-        net = load_weights(iresnet286(), read_state_dict(weights), source=str(weights))
-        return cls(net, device=device, batch_size=batch_size)
-
     @torch.inference_mode()
-    def embed(self, crops_rgb: np.ndarray) -> np.ndarray:
+    def embed(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 L2-normalised embeddings."""
         crops_rgb = np.asarray(crops_rgb)
         size = self.input_size
@@ -59,7 +49,8 @@ class FaceRecognizer:
                 "align faces first (modelscope_facemask.faces.align.warp_faces)"
             )
         out = [np.zeros((0, self.net.fc.out_features), np.float32)]
-        for start in range(0, len(crops_rgb), self.batch_size):
-            batch = crops_to_tensor(crops_rgb[start : start + self.batch_size]).to(self.device)
+        step = int(batch_size or self.batch_size)
+        for start in range(0, len(crops_rgb), step):
+            batch = crops_to_tensor(crops_rgb[start : start + step]).to(self.device)
             out.append(self.net(batch).float().cpu().numpy())
         return l2_normalise(np.concatenate(out))

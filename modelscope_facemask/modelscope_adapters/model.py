@@ -46,9 +46,9 @@ class FaceMaskModel(TorchModel):
             kwargs.pop(key, None)
         return cls(local_model_dir(model_name_or_path, revision), device=device, **kwargs)
 
-    def embed(self, crops_rgb: np.ndarray) -> np.ndarray:
+    def embed(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 unit rows."""
-        return self.recognizer.embed(crops_rgb)
+        return self.recognizer.embed(crops_rgb, batch_size=batch_size)
 
     def forward(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
         """``{'img': (N, 112, 112, 3) uint8 RGB crops}`` -> ``{'img_embedding': (N, 512)}``."""

@@ -47,7 +47,7 @@ class FaceMaskPipeline(Pipeline):
     Keyword arguments: ``device`` ('gpu' (default, falls back to CPU with a warning), 'cpu', 'cuda', 'cuda:N'),
     ``use_det`` (False = resize the whole image to 112x112 like the built-in), ``max_faces`` (1 = the largest face;
     None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer).
-    ``use_det`` and ``max_faces`` may also be given per call.
+    ``use_det``, ``max_faces`` and ``batch_size`` may also be given per call.
     """
 
     def __init__(
@@ -88,7 +88,7 @@ class FaceMaskPipeline(Pipeline):
         return self.run_batch([input], raise_errors=True, **kwargs)[0]
 
     def run_batch(self, inputs: list[Any], *, use_det: bool | None = None, max_faces: int | None | object = _KEEP,
-                  raise_errors: bool = False) -> list[dict[str, Any]]:
+                  batch_size: int | None = None, raise_errors: bool = False) -> list[dict[str, Any]]:
         """Process many inputs together: batched detection per image size, one batched recognizer pass.
 
         An input that cannot be loaded gives an empty output with an ``error`` message (or raises with
@@ -99,7 +99,7 @@ class FaceMaskPipeline(Pipeline):
         if raise_errors and len(faces) < len(prepared):
             raise next(p for p in prepared if isinstance(p, FaceMaskError))
         crops = np.concatenate([p.crops for p in faces]) if faces else np.zeros((0, 112, 112, 3), np.uint8)
-        embeddings = self.model.embed(crops)
+        embeddings = self.model.embed(crops, batch_size=batch_size)
         outputs: list[dict[str, Any]] = []
         start = 0
         for item in prepared:

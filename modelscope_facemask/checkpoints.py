@@ -108,6 +108,9 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) 
         from safetensors.torch import save_file
 
         save_file(tensors, str(path))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(path, 0o666 & ~umask)  # safetensors creates the file 0600 whatever the umask
     else:
         torch.save(tensors, str(path))
     return path

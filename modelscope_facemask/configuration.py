@@ -57,12 +57,18 @@ def facemask_settings(config: dict[str, Any]) -> FaceMaskSettings:
         raise ConfigurationError(f"model.backbone.units must be four positive integers, got {units!r}")
     max_faces = pre.get("max_faces", 1)
     validate_max_faces(max_faces)
+    use_det = pre.get("use_det", True)
+    if not isinstance(use_det, bool):
+        raise ConfigurationError(f"preprocessor.use_det must be true or false, got {use_det!r}")
+    min_face_size = pre.get("min_face_size", 10.0)
+    if isinstance(min_face_size, bool) or not isinstance(min_face_size, (int, float)) or min_face_size < 0:
+        raise ConfigurationError(f"preprocessor.min_face_size must be a number >= 0 (pixels), got {min_face_size!r}")
     return FaceMaskSettings(
         detector=str(pre.get("detector", DEFAULT_DETECTOR)),
         units=units,  # type: ignore[arg-type]
         max_faces=max_faces,
-        use_det=bool(pre.get("use_det", True)),
-        min_face_size=float(pre.get("min_face_size", 10.0)),
+        use_det=use_det,
+        min_face_size=float(min_face_size),
     )
 
 

@@ -1,13 +1,10 @@
 """Device selection with ModelScope's conventions and no silent fallbacks."""
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from .errors import DeviceError
-
-logger = logging.getLogger("modelscope_facemask")
+from .log import logger
 
 
 def resolve_device(requested: str | torch.device | None = "gpu") -> torch.device:
@@ -35,7 +32,7 @@ def resolve_device(requested: str | torch.device | None = "gpu") -> torch.device
         except ValueError:
             raise DeviceError(f"device {requested!r} is not understood; use 'cpu', 'gpu', 'cuda' or 'cuda:N'") from None
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if index >= count:
+        if index < 0 or index >= count:
             raise DeviceError(
                 f"device {requested!r} does not exist: this machine has {count} CUDA device(s); "
                 "use device='cpu' or a valid 'cuda:N'"

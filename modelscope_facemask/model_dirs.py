@@ -1,10 +1,9 @@
 """Model folders from local paths or hub ids (through ModelScope's own client and cache)."""
 from __future__ import annotations
 
-import logging
 import os
 
-logger = logging.getLogger("modelscope_facemask")
+from .log import logger
 
 
 def local_model_dir(model_name_or_path: str | os.PathLike, revision: str | None = None, *, prefer_cache: bool = False) -> str:

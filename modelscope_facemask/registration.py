@@ -15,20 +15,16 @@ is added to the index, pointing at the module that registered it.
 from __future__ import annotations
 
 import importlib
-import logging
 
 from modelscope.pipelines.builder import PIPELINES
-from modelscope.utils.constant import Tasks
+from modelscope.utils.constant import Fields, Tasks
 from modelscope.utils.import_utils import LazyImportModule
 
-from modelscope.utils.constant import Fields
-
+from .log import logger
 from .metainfo import Models, Pipelines, Preprocessors
 from .modelscope_adapters.model import FaceMaskModel
 from .modelscope_adapters.pipeline import FaceMaskPipeline
 from .modelscope_adapters.preprocessor import FaceMaskPreprocessor
-
-logger = logging.getLogger("modelscope_facemask")
 
 BUILTIN_MODULE = "modelscope.pipelines.cv.mask_face_recognition_pipeline"
 BUILTIN_SIGNATURE = ("PIPELINES", Tasks.face_recognition, Pipelines.builtin_facemask)

@@ -75,3 +75,15 @@ def test_non_tensor_entries_rejected(tmp_path):
     torch.save({"epoch": 3, "w": torch.zeros(1)}, tmp_path / "meta.pt")
     with pytest.raises(CheckpointError, match="not a tensor"):
         read_state_dict(tmp_path / "meta.pt")
+
+
+def test_safetensors_file_follows_the_umask(tmp_path, state):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save_state_dict(state, tmp_path / "model.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -125,7 +125,7 @@ def test_group_photo_all_faces_and_largest_by_default(pipe, group_photo, referen
 
 
 def test_no_face_gives_empty_rows_and_a_log_line(pipe, caplog):
-    with caplog.at_level(logging.INFO, logger="modelscope_facemask"):
+    with caplog.at_level(logging.INFO, logger="modelscope.facemask"):
         out = pipe(smooth_images(1, 240, 320, seed=3)[0])
     assert out[OutputKeys.IMG_EMBEDDING].shape == (0, 512) and out[OutputKeys.SCORES].shape == (0,)
     assert out[OutputKeys.BOXES].shape == (0, 4) and out[OutputKeys.KEYPOINTS].shape == (0, 10)
@@ -172,7 +172,7 @@ def test_device_handling(model_dir, caplog):
     with pytest.raises(DeviceError, match="cuda:7"):
         pipeline(Tasks.face_recognition, str(model_dir), device="cuda:7")
     if not torch.cuda.is_available():
-        with caplog.at_level(logging.WARNING, logger="modelscope_facemask"):
+        with caplog.at_level(logging.WARNING, logger="modelscope.facemask"):
             p = pipeline(Tasks.face_recognition, str(model_dir))  # ModelScope's default device is 'gpu'
         assert str(p.device_used) == "cpu"
         assert any("CUDA is not available" in r.getMessage() for r in caplog.records)
@@ -223,3 +223,55 @@ def test_repository_configuration_is_the_published_card():
     card = json.loads((Path(__file__).parent.parent / "configuration.json").read_text())
     assert card == facemask_configuration()
     assert "plugins" not in card  # see README: ModelScope would pip-install them on every pipeline() call
+
+
+def test_bad_batch_size_is_a_clear_error(pipe):
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        pipe(smooth_images(1, 64, 64)[0], batch_size=-1)
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        pipe(smooth_images(1, 64, 64)[0], batch_size=0)
+
+
+def test_degenerate_image_in_a_list_is_reported_not_fatal(pipe, portraits):
+    thin = np.zeros((1, 2000, 3), np.uint8)  # resized to 1000 px wide for detection, it would be 0 px high
+    outs = pipe([str(portraits["person_a_1"]), thin])
+    assert len(outs[0][OutputKeys.IMG_EMBEDDING]) == 1
+    assert "2000x1 px" in outs[1]["error"] and outs[1][OutputKeys.IMG_EMBEDDING].shape == (0, 512)
+
+
+def test_long_lists_run_in_chunks_with_the_same_results(pipe, portraits, monkeypatch):
+    from modelscope_facemask.modelscope_adapters import pipeline as pipeline_module
+
+    inputs = [str(portraits[n]) for n in ("person_a_1", "impostor_1", "person_b_2", "impostor_2", "person_a_2")]
+    whole = pipe(inputs)
+    monkeypatch.setattr(pipeline_module, "IMAGES_PER_CHUNK", 2)
+    chunked = pipe(inputs)
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(a[OutputKeys.IMG_EMBEDDING], b[OutputKeys.IMG_EMBEDDING], atol=1e-5)
+        np.testing.assert_allclose(a[OutputKeys.BOXES], b[OutputKeys.BOXES], atol=1e-3)
+
+
+@pytest.mark.parametrize("preprocessor, match", [({"use_det": "false"}, "use_det"),
+                                                 ({"min_face_size": "ten"}, "min_face_size"),
+                                                 ({"max_faces": 0}, "max_faces")])
+def test_invalid_configuration_values(preprocessor, match):
+    from modelscope_facemask.configuration import facemask_settings
+
+    with pytest.raises(ConfigurationError, match=match):
+        facemask_settings({"preprocessor": preprocessor})
+
+
+def test_invalid_retinaface_levels():
+    from modelscope_facemask.nets.retinaface import RetinaFaceConfig
+
+    with pytest.raises(ConfigurationError, match="three FPN levels"):
+        RetinaFaceConfig(min_sizes=((16, 32), (64, 128)), steps=(8, 16))
+    with pytest.raises(ConfigurationError, match="three FPN levels"):
+        RetinaFaceConfig(min_sizes=((16,), (64, 128), (256, 512)))
+
+
+def test_negative_cuda_index_is_a_device_error():
+    from modelscope_facemask.devices import resolve_device
+
+    with pytest.raises(DeviceError):
+        resolve_device("cuda:-1")

@@ -36,8 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def _logging(verbose: bool) -> Iterator[None]:
     """Our warnings as ``facemask: WARNING: ...`` on stderr; ModelScope's INFO chatter only with ``-v``."""
-    ours, theirs = logging.getLogger("modelscope_facemask"), logging.getLogger("modelscope")
-    saved = (ours.level, theirs.level)
+    from ..log import LOGGER_NAME
+
+    ours, theirs = logging.getLogger(LOGGER_NAME), logging.getLogger("modelscope")
+    saved = (ours.level, theirs.level, ours.propagate)
+    ours.propagate = False  # ours is a child of ModelScope's logger: print each line once, in our format
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("facemask: %(levelname)s: %(message)s"))
     ours.addHandler(handler)
@@ -49,6 +52,7 @@ def _logging(verbose: bool) -> Iterator[None]:
         ours.removeHandler(handler)
         ours.setLevel(saved[0])
         theirs.setLevel(saved[1])
+        ours.propagate = saved[2]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,6 @@ size run as one batch (no padding, so outputs equal single-image runs up to floa
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,13 +18,11 @@ import numpy as np
 import torch
 
 from ..checkpoints import find_weights_file, load_weights, read_state_dict
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ImageLoadError
 from ..nets.retinaface import RetinaFace, RetinaFaceConfig
 from .anchors import prior_boxes
 from .detections import Detections
 from .postprocess import postprocess_detections
-
-logger = logging.getLogger("modelscope_facemask")
 
 MEAN = (104.0, 117.0, 123.0)
 
@@ -42,13 +39,28 @@ class DetectionSettings:
     resize_side: float = 1000.0
 
 
+def resize_factor(height: int, width: int, settings: DetectionSettings) -> float:
+    """The reference's resize factor ``ss``: 1000 / longer side when that exceeds 1500 px, else 1."""
+    longer = max(height, width)
+    return settings.resize_side / longer if longer > settings.max_side else 1.0
+
+
+def check_detectable(image_rgb: np.ndarray, settings: DetectionSettings = DetectionSettings(), label: str = "image") -> None:
+    """Raise :class:`ImageLoadError` for an image so thin that the reference's resize would give it a 0-px side."""
+    height, width = image_rgb.shape[:2]
+    ss = resize_factor(height, width, settings)
+    if min(round(height * ss), round(width * ss)) < 1:
+        raise ImageLoadError(
+            f"{label} is {width}x{height} px: resized to {settings.resize_side:g} px on its longer side for detection "
+            "it would have a side of 0 px; crop or pad it to a less extreme aspect ratio"
+        )
+
+
 def network_input(image_rgb: np.ndarray, settings: DetectionSettings, channel_order: str) -> tuple[np.ndarray, float]:
     """The float32 HxWx3 mean-subtracted array the network sees, and the resize factor ``ss``."""
     img = image_rgb.astype(np.float32)
-    ss = 1.0
-    height, width = img.shape[:2]
-    if max(height, width) > settings.max_side:
-        ss = settings.resize_side / max(height, width)
+    ss = resize_factor(*img.shape[:2], settings)
+    if ss != 1.0:
         img = cv2.resize(img, (0, 0), fx=ss, fy=ss)
     if channel_order == "BGR":
         img = img[:, :, ::-1]

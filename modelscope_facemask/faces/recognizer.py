@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import ImageLoadError
+from ..errors import ConfigurationError, ImageLoadError
 from ..nets.iresnet import IResNet
 
 #: uint8 value -> network input, computed exactly as the reference does (float64 then float32)
@@ -29,13 +29,20 @@ def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
     return embeddings
 
 
+def positive_batch_size(value: object) -> int:
+    """``value`` as a batch size, or :class:`ConfigurationError` unless it is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigurationError(f"batch_size must be a positive integer, got {value!r}")
+    return int(value)
+
+
 class FaceRecognizer:
     """An IResNet plus the reference pre-processing and normalisation, batched."""
 
     def __init__(self, net: IResNet, *, device: torch.device | str = "cpu", batch_size: int = 32) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
-        self.batch_size = int(batch_size)
+        self.batch_size = positive_batch_size(batch_size)
         self.input_size = net.input_size
 
     @torch.inference_mode()
@@ -49,7 +56,7 @@ class FaceRecognizer:
                 "align faces first (modelscope_facemask.faces.align.warp_faces)"
             )
         out = [np.zeros((0, self.net.fc.out_features), np.float32)]
-        step = int(batch_size or self.batch_size)
+        step = self.batch_size if batch_size is None else positive_batch_size(batch_size)
         for start in range(0, len(crops_rgb), step):
             batch = crops_to_tensor(crops_rgb[start : start + step]).to(self.device)
             out.append(self.net(batch).float().cpu().numpy())

@@ -1,7 +1,6 @@
 """The registered FaceMask ``Model``: the IResNet recognizer behind ModelScope's Model API."""
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -15,12 +14,11 @@ from ..checkpoints import find_weights_file, load_weights, read_state_dict
 from ..configuration import CONFIGURATION_FILE, facemask_settings, read_configuration
 from ..devices import resolve_device
 from ..faces.recognizer import FaceRecognizer
+from ..log import logger
 from ..manifest import verify_manifest
 from ..metainfo import Models
-from ..nets.iresnet import IResNet
 from ..model_dirs import local_model_dir
-
-logger = logging.getLogger("modelscope_facemask")
+from ..nets.iresnet import IResNet
 
 
 @MODELS.register_module(Tasks.face_recognition, module_name=Models.facemask)
@@ -45,6 +43,12 @@ class FaceMaskModel(TorchModel):
         for key in ("model_prefetched", "invoked_by", "cfg_dict", "trust_remote_code", "device_map", "task"):
             kwargs.pop(key, None)
         return cls(local_model_dir(model_name_or_path, revision), device=device, **kwargs)
+
+    def use_device(self, device: torch.device) -> None:
+        """Run the recognizer on ``device`` from now on."""
+        self.device_used = torch.device(device)
+        self.recognizer.net.to(self.device_used)
+        self.recognizer.device = self.device_used
 
     def embed(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 unit rows."""

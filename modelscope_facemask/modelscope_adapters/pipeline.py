@@ -6,7 +6,6 @@ a list of such dicts, computed in batches; an item that cannot be loaded gets N 
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -19,15 +18,16 @@ from modelscope.utils.constant import Tasks
 from ..devices import resolve_device
 from ..errors import FaceMaskError
 from ..faces.prepare import PreparedFaces
+from ..log import logger
 from ..metainfo import Pipelines
 from ..model_dirs import local_model_dir
 from .model import FaceMaskModel
 from .preprocessor import _KEEP, FaceMaskPreprocessor
 
-logger = logging.getLogger("modelscope_facemask")
-
 EMBEDDING_SIZE = 512
 ERROR_KEY = "error"
+#: images decoded and detected at a time by a list call (memory stays bounded for long lists)
+IMAGES_PER_CHUNK = 16
 
 
 def empty_output(embedding_size: int = EMBEDDING_SIZE) -> dict[str, np.ndarray]:
@@ -64,6 +64,10 @@ class FaceMaskPipeline(Pipeline):
         self.device_used = resolve_device(device)
         if isinstance(model, FaceMaskModel):
             model_dir = model.model_dir
+            if model.device_used != self.device_used:
+                logger.warning("the given model is on %s; moving it to the pipeline's device %s", model.device_used,
+                               self.device_used)
+                model.use_device(self.device_used)
         else:
             model_dir = local_model_dir(model)
             model = FaceMaskModel.from_pretrained(model_dir, device=self.device_used, batch_size=batch_size)
@@ -71,6 +75,12 @@ class FaceMaskPipeline(Pipeline):
             preprocessor = FaceMaskPreprocessor.from_pretrained(
                 model_dir, device=self.device_used, detector=detector_model, use_det=use_det, max_faces=max_faces
             )
+        elif isinstance(preprocessor, FaceMaskPreprocessor):
+            if detector_model is not None or use_det is not None or max_faces is not _KEEP:
+                logger.warning("a preprocessor was given: detector_model, use_det and max_faces of the pipeline are "
+                               "ignored (set them on the preprocessor, or per call: use_det, max_faces)")
+            if preprocessor.device_used != self.device_used:
+                preprocessor.use_device(self.device_used)
         kwargs.pop("model_revision", None)
         device_name = "cpu" if self.device_used.type == "cpu" else f"cuda:{self.device_used.index or 0}"
         super().__init__(model=model, preprocessor=preprocessor, device=device_name, **kwargs)
@@ -89,11 +99,20 @@ class FaceMaskPipeline(Pipeline):
 
     def run_batch(self, inputs: list[Any], *, use_det: bool | None = None, max_faces: int | None | object = _KEEP,
                   batch_size: int | None = None, raise_errors: bool = False) -> list[dict[str, Any]]:
-        """Process many inputs together: batched detection per image size, one batched recognizer pass.
+        """Process many inputs in chunks of :data:`IMAGES_PER_CHUNK` (bounded memory): per chunk, detection batched
+        per image size, then one batched recognizer pass.
 
         An input that cannot be loaded gives an empty output with an ``error`` message (or raises with
         ``raise_errors=True``); the other inputs are unaffected.
         """
+        outputs: list[dict[str, Any]] = []
+        for start in range(0, len(inputs), IMAGES_PER_CHUNK):
+            chunk = inputs[start : start + IMAGES_PER_CHUNK]
+            outputs += self._run_chunk(chunk, use_det, max_faces, batch_size, raise_errors)
+        return outputs
+
+    def _run_chunk(self, inputs: list[Any], use_det: bool | None, max_faces: int | None | object,
+                   batch_size: int | None, raise_errors: bool) -> list[dict[str, Any]]:
         prepared = self.preprocessor.prepare(inputs, use_det=use_det, max_faces=max_faces)
         faces = [p for p in prepared if isinstance(p, PreparedFaces)]
         if raise_errors and len(faces) < len(prepared):

@@ -1,7 +1,6 @@
 """The registered FaceMask ``Preprocessor``: load images, detect faces (RetinaFace), choose, align to 112x112."""
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Sequence
 
@@ -11,19 +10,23 @@ from modelscope.preprocessors.base import Preprocessor
 from modelscope.preprocessors.builder import PREPROCESSORS
 from modelscope.utils.constant import Fields, ModeKeys
 
-from ..configuration import (CONFIGURATION_FILE, FaceMaskSettings, facemask_settings, read_configuration,
-                             resolve_detector_dir)
+from ..configuration import (
+    CONFIGURATION_FILE,
+    FaceMaskSettings,
+    facemask_settings,
+    read_configuration,
+    resolve_detector_dir,
+)
 from ..devices import resolve_device
 from ..errors import FaceMaskError
 from ..faces.choose import validate_max_faces
-from ..faces.detector import FaceDetector
+from ..faces.detector import FaceDetector, check_detectable
 from ..faces.images import describe_source, load_image
 from ..faces.prepare import PreparedFaces, prepare_faces
+from ..log import logger
 from ..manifest import verify_manifest
 from ..metainfo import Preprocessors
 from ..model_dirs import local_model_dir
-
-logger = logging.getLogger("modelscope_facemask")
 
 _KEEP = object()
 
@@ -66,6 +69,13 @@ class FaceMaskPreprocessor(Preprocessor):
             kwargs.pop(key, None)
         return cls(model_dir=local_model_dir(model_name_or_path, revision), **kwargs)
 
+    def use_device(self, device: torch.device) -> None:
+        """Run detection on ``device`` from now on."""
+        self.device_used = torch.device(device)
+        if self._detector is not None:
+            self._detector.net.to(self.device_used)
+            self._detector.device = self.device_used
+
     @property
     def detector(self) -> FaceDetector:
         """The RetinaFace detector (configuration's, or the ``detector`` override), loaded once."""
@@ -85,14 +95,18 @@ class FaceMaskPreprocessor(Preprocessor):
         max_faces = self.settings.max_faces if max_faces is _KEEP else max_faces
         validate_max_faces(max_faces)
         results: list[PreparedFaces | FaceMaskError | None] = [None] * len(inputs)
+        detector = self.detector if use_det else None
         images, slots = [], []
         for i, item in enumerate(inputs):
             try:
-                images.append(load_image(item))
-                slots.append(i)
+                image = load_image(item)
+                if detector is not None:
+                    check_detectable(image, detector.settings, label=describe_source(item))
             except FaceMaskError as exc:
                 results[i] = exc
-        detector = self.detector if use_det else None
+                continue
+            images.append(image)
+            slots.append(i)
         faces = prepare_faces(images, detector, max_faces=max_faces, min_face_size=self.settings.min_face_size)
         for i, prepared in zip(slots, faces):
             if len(prepared) == 0:

@@ -54,8 +54,11 @@ class RetinaFaceConfig:
             )
         if self.channel_order not in CHANNEL_ORDERS:
             raise ConfigurationError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
-        if len(self.min_sizes) != len(self.steps) != 3:
-            raise ConfigurationError(f"min_sizes and steps need one entry per FPN level (3), got {self.min_sizes!r}")
+        if len(self.min_sizes) != 3 or len(self.steps) != 3 or any(len(level) != 2 for level in self.min_sizes):
+            raise ConfigurationError(
+                f"min_sizes needs three FPN levels of two anchor sizes and steps three strides, got min_sizes "
+                f"{self.min_sizes!r}, steps {self.steps!r} (the heads predict two anchors per cell on three levels)"
+            )
         if self.out_channel % 4:
             raise ConfigurationError(f"out_channel must be a multiple of 4, got {self.out_channel}")
 

@@ -73,9 +73,15 @@ def _listed(names: list[str]) -> str:
 
 
 def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> nn.Module:
-    """Load ``state`` into ``module`` strictly; raise :class:`CheckpointError` describing every mismatch."""
+    """Load ``state`` into ``module`` strictly; raise :class:`CheckpointError` describing every mismatch.
+
+    The one exception: BatchNorm ``num_batches_tracked`` counters may be absent (old checkpoints; unused here).
+    """
     state = normalise_state_dict(state, source=source)
     expected = module.state_dict()
+    # BatchNorm's step counter is unused at inference and absent from checkpoints saved before PyTorch 0.4.1:
+    # the only key allowed to be missing (it keeps the network's own value, 0)
+    state.update({k: v for k, v in expected.items() if k.endswith(".num_batches_tracked") and k not in state})
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [

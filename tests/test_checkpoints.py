@@ -87,3 +87,13 @@ def test_safetensors_file_follows_the_umask(tmp_path, state):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_checkpoints_without_batchnorm_counters_load(state):
+    """Checkpoints saved before PyTorch 0.4.1 have no num_batches_tracked; every other key stays mandatory."""
+    old_style = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    net = load_weights(IResNet(UNITS), old_style)
+    assert all(torch.equal(net.state_dict()[k], state[k]) for k in old_style)
+    del old_style["bn2.running_var"]
+    with pytest.raises(CheckpointError, match="bn2.running_var"):
+        load_weights(IResNet(UNITS), old_style)

@@ -266,7 +266,11 @@ def retinaface_mobilenet_onnx() -> bytes:
 
 
 def retinaface_mobilenet_state_dict() -> dict[str, torch.Tensor]:
-    """The ONNX converted into the biubug6 RetinaFace mobilenet0.25 state dict, cached as ``.safetensors``."""
+    """The ONNX converted into the biubug6 RetinaFace mobilenet0.25 state dict, cached as ``.safetensors``.
+
+    Keys come in sorted order (safetensors' order) whether converted now or read from the cache, so a weights file
+    saved from this dict is byte-identical on every machine (``torch.save`` output depends on key order).
+    """
     from safetensors.torch import save
 
     target = cache_dir() / "retinaface" / RETINAFACE_SAFETENSORS_NAME
@@ -277,7 +281,8 @@ def retinaface_mobilenet_state_dict() -> dict[str, torch.Tensor]:
     state = retinaface_state_dict_from_onnx(retinaface_mobilenet_onnx())
     metadata = {"source": f"{RETINAFACE_WHEEL.requirement} {RETINAFACE_ONNX_MEMBER}",
                 "onnx_sha256": RETINAFACE_ONNX_SHA256, "converter": "modelscope_facemask.onnx_convert"}
-    _atomic_write(target, save({k: v.contiguous() for k, v in state.items()}, metadata=metadata))
+    state = {key: state[key].contiguous() for key in sorted(state)}
+    _atomic_write(target, save(state, metadata=metadata))
     return state
 
 

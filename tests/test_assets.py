@@ -160,3 +160,17 @@ def test_portraits_are_restored_after_cache_damage(sdist_dir, empty_cache, monke
     again = assets.portrait_photos()
     assert (again["impostor_2"].parent / assets.CREDITS_FILE).is_file()
     assert hashlib.sha256(again["person_a_1"].read_bytes()).hexdigest() == assets.PORTRAIT_CREDITS["person_a_1"].sha256
+
+
+def test_converted_detector_has_the_same_key_order_fresh_or_cached(tmp_path, monkeypatch):
+    """Weights files saved from it must be byte-identical on a fresh machine and a warm one (torch.save follows key
+    order; the committed regression reference records the detector file's sha256)."""
+    try:
+        onnx = assets.retinaface_mobilenet_onnx()
+    except AssetError as exc:
+        pytest.skip(f"package registry unreachable: {exc}")
+    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(assets, "retinaface_mobilenet_onnx", lambda: onnx)
+    fresh = assets.retinaface_mobilenet_state_dict()
+    cached = assets.retinaface_mobilenet_state_dict()
+    assert list(fresh) == list(cached) == sorted(fresh)

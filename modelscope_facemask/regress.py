@@ -152,14 +152,12 @@ def contract_sha256(contract: Mapping[str, Any]) -> str:
 
 def weights_metadata(pipeline: Any) -> dict[str, dict[str, Any]]:
     """File name, size and sha256 of the recognizer's weights and (when detection runs) the detector's."""
-    from .checkpoints import find_weights_file
-    from .configuration import resolve_detector_dir
     from .manifest import file_sha256
 
     files = {"recognizer": Path(pipeline.model.weights_file)}
     pre = pipeline.preprocessor
     if pre.settings.use_det:
-        files["detector"] = find_weights_file(resolve_detector_dir(pre.settings.detector, pre.model_dir))
+        files["detector"] = Path(pre.detector.weights_file)
     return {role: {"file": path.name, "size": path.stat().st_size, "sha256": file_sha256(path)}
             for role, path in files.items()}
 

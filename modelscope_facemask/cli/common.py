@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..hub_probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
+from ..model_repos import write_json  # noqa: F401  (re-exported for the subcommands)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 KEEP = object()  # "use the model's configured max_faces"
@@ -144,14 +144,6 @@ def run_images(pipeline: Any, sources: Sequence[str], *, max_faces: Any = KEEP, 
             outputs += pipeline.run_batch(chunk, **kwargs)
             bar.update(len(chunk))
     return outputs
-
-
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as pretty JSON (parents created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return path
 
 
 def positive_int(text: str) -> int:

@@ -103,7 +103,9 @@ class FaceDetector:
         net = RetinaFace(RetinaFaceConfig.from_dict(models))
         weights = find_weights_file(model_dir)
         load_weights(net, read_state_dict(weights), source=str(weights))
-        return cls(net, device=device, settings=settings)
+        detector = cls(net, device=device, settings=settings)
+        detector.weights_file = weights
+        return detector
 
     @torch.inference_mode()
     def raw_outputs(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -53,6 +53,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ..assets import sha256_file
+
 DEFAULT_REVISION = "master"
 #: what the China site answers when a repository name is taken (mapped to AlreadyExistsError by the client)
 ALREADY_EXISTS_CODE = 10010101001
@@ -99,14 +101,6 @@ def _repo_file_path(value: str) -> str:
     if not parts or value.startswith("/") or ".." in parts:
         raise _HubError(400, f"invalid file path {value!r}")
     return "/".join(parts)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class HubEmulator:
@@ -211,7 +205,7 @@ class HubEmulator:
                 files.append({"Name": entry.name, "Path": rel, "Type": "tree", "Size": 0, "Sha256": ""})
             else:
                 files.append({"Name": entry.name, "Path": rel, "Type": "blob", "Size": entry.stat().st_size,
-                              "Sha256": _sha256_file(entry)})
+                              "Sha256": sha256_file(entry)})
         return files
 
     # ------------------------------------------------------------------ uploads

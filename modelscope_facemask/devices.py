@@ -3,16 +3,25 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DeviceError
+from .errors import ConfigurationError, DeviceError
 from .log import logger
+
+
+def check_device_type(requested: object) -> None:
+    """Raise :class:`ConfigurationError` unless ``requested`` is ``None``, a string or a ``torch.device``."""
+    if requested is not None and not isinstance(requested, (str, torch.device)):
+        raise ConfigurationError(f"device must be a string such as 'cpu', 'gpu', 'cuda' or 'cuda:N' (or a "
+                                 f"torch.device), got {requested!r} ({type(requested).__name__})")
 
 
 def resolve_device(requested: str | torch.device | None = "gpu") -> torch.device:
     """Map ``'cpu' | 'gpu' | 'cuda' | 'cuda:N' | torch.device | None`` to the device that will run.
 
     ``'gpu'`` (ModelScope's default for ``pipeline()``) and ``None`` fall back to the CPU when CUDA is absent, logged
-    at WARNING. An explicit ``'cuda'``/``'cuda:N'`` that does not exist raises :class:`DeviceError`.
+    at WARNING. An explicit ``'cuda'``/``'cuda:N'`` that does not exist raises :class:`DeviceError`; a value that is
+    not a string or ``torch.device`` (e.g. the integer ``0``) raises :class:`ConfigurationError`.
     """
+    check_device_type(requested)
     if isinstance(requested, torch.device):
         requested = str(requested)
     name = (requested or "gpu").strip().lower()

@@ -157,10 +157,26 @@ def stack_rows(images: Sequence[np.ndarray], *, gap: int = 8) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
+def can_write_image(path: str | os.PathLike) -> bool:
+    """True when OpenCV has a writer for the suffix of ``path`` (e.g. .png, .jpg, .bmp, .webp, .tif)."""
+    return bool(cv2.haveImageWriter(os.fspath(path)))
+
+
 def save_rgb(path: str | os.PathLike, image_rgb: np.ndarray) -> None:
-    """Write an RGB uint8 image (format from the file suffix); a clear error when OpenCV cannot."""
-    if not cv2.imwrite(os.fspath(path), cv2.cvtColor(_check_rgb(image_rgb), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write the image {os.fspath(path)!r} (unsupported suffix or unwritable folder?)")
+    """Write an RGB uint8 image (format from the file suffix) atomically; :class:`OSError` when OpenCV cannot."""
+    from .atomic_files import writing_file
+
+    bgr = cv2.cvtColor(_check_rgb(image_rgb), cv2.COLOR_RGB2BGR)
+    if not can_write_image(path):
+        raise OSError(f"cannot write the image {os.fspath(path)!r}: no image format for the suffix "
+                      f"{os.path.splitext(os.fspath(path))[1] or '(none)'!r}; use .png or .jpg")
+    with writing_file(path) as tmp:  # the temporary name keeps the suffix, which chooses the format
+        try:
+            written = cv2.imwrite(os.fspath(tmp), bgr)
+        except cv2.error as exc:
+            raise OSError(f"could not write the image {os.fspath(path)!r}: {exc}") from None
+        if not written:
+            raise OSError(f"could not write the image {os.fspath(path)!r} (unwritable folder?)")
 
 
-__all__ = ["banner", "crops_strip", "draw_banner", "draw_faces", "fitted_font_scale", "label_above", "save_rgb", "stack_rows"]
+__all__ = ["banner", "can_write_image", "crops_strip", "draw_banner", "draw_faces", "fitted_font_scale", "label_above", "save_rgb", "stack_rows"]

@@ -27,3 +27,40 @@ class AssetError(FaceMaskError, RuntimeError):
 
 class AlignmentError(FaceMaskError, ValueError):
     """Landmarks cannot be aligned (wrong shape, or degenerate points such as coinciding landmarks)."""
+
+
+class AssetUnavailableError(AssetError):
+    """The package registry could not be reached (pip failed or timed out) and no offline copy was given."""
+
+
+class AssetIntegrityError(AssetError):
+    """A fetched or offline asset does not match its pinned sha256 or does not hold what the pin describes."""
+
+
+class AssetCacheError(AssetError):
+    """The asset cache folder ($FACEMASK_CACHE) cannot be created or written."""
+
+
+class EmbeddingError(FaceMaskError, RuntimeError):
+    """The recognizer produced a non-finite embedding (NaN or Inf) for a face; it is never returned."""
+
+
+class UnknownOptionError(ConfigurationError, TypeError):
+    """A keyword argument the pipeline does not know (per call); the message names the closest option."""
+
+
+class OutputFolderError(FaceMaskError, ValueError):
+    """An output folder exists and is not provably an unchanged earlier output of this package: never replaced."""
+
+
+class ModelSourceError(FaceMaskError, ValueError):
+    """A model or detector argument names neither an existing local folder nor a usable hub id 'owner/name'."""
+
+
+class HubDownloadError(ModelSourceError):
+    """The ModelScope hub could not provide a model (unknown id, server error, failed or corrupt download); chained
+    to ModelScope's own exception."""
+
+
+class FacePreparationError(FaceMaskError, RuntimeError):
+    """Face detection or alignment failed unexpectedly for one image (chained to the cause); other images go on."""

@@ -85,6 +85,9 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
                 pairs.append(Pair(a, b, label in _TRUE))
     except OSError as exc:
         raise PairsFileError(f"cannot read pairs file {str(path)!r}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:  # a binary file, NUL bytes, a broken quote
+        raise PairsFileError(f"{str(path)!r} is not a UTF-8 CSV text file ({type(exc).__name__}: {exc}); the pairs "
+                             "file needs the header image_a,image_b,same") from None
     if not pairs:
         raise PairsFileError(f"{path}: no pairs")
     return pairs
@@ -158,8 +161,21 @@ def evaluate_similarities(similarities: Sequence[float], same: Sequence[bool],
     )
 
 
+def plot_formats() -> set[str]:
+    """File suffixes (without the dot) matplotlib can save a figure as; needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return {suffix.lower() for suffix in Figure().canvas.get_supported_filetypes()}
+
+
 def plot_roc(far: np.ndarray, tar: np.ndarray, evaluation: Evaluation, path: str | os.PathLike) -> Path:
-    """Write a ROC plot (log FAR axis) with the EER point; needs matplotlib (raises ImportError otherwise)."""
+    """Write a ROC plot (log FAR axis) with the EER point, atomically; the format comes from the suffix of ``path``.
+    Needs matplotlib (raises ImportError otherwise)."""
+    from .atomic_files import writing_file
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,6 +193,9 @@ def plot_roc(far: np.ndarray, tar: np.ndarray, evaluation: Evaluation, path: str
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with writing_file(path) as tmp:  # the temporary name keeps the suffix, which chooses the format
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return Path(path)

@@ -125,10 +125,11 @@ def offline_advice(model_id: str = FACEMASK_MODEL_ID, *, detector_id: str = "dam
 
 
 def looks_like_path(model: str) -> bool:
-    """True when ``model`` is meant as a folder (absolute, relative with ./ or ~, or not of the form owner/name)."""
-    text = os.fspath(model)
-    return (text.startswith((".", "~", os.sep)) or os.path.isabs(text) or text.count("/") != 1
-            or (os.altsep is not None and os.altsep in text))
+    """True when ``model`` can only be meant as a folder: not of the exact hub-id shape ``owner/name``
+    (:func:`modelscope_facemask.model_dirs.is_hub_id`, the one rule the loaders use)."""
+    from .model_dirs import is_hub_id
+
+    return not is_hub_id(model)
 
 
 class ModelSourceProblem(NamedTuple):

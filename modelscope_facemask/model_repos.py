@@ -1,7 +1,6 @@
 """Model repository folders in the hub layout: configuration.json contents and weights files (pack, demo, tests)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,11 +37,10 @@ def facemask_configuration(
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
-    """Write pretty JSON (UTF-8, trailing newline)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    """Write pretty strict JSON (UTF-8, trailing newline, non-finite floats as null) atomically."""
+    from .json_output import write_json as write_strict_json
+
+    return write_strict_json(path, data)
 
 
 def write_facemask_repo(

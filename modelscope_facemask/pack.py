@@ -2,15 +2,15 @@
 
 Output: ``configuration.json`` (this project's card), ``pytorch_model.pt`` and ``model.safetensors`` (same tensors,
 strictly loaded and re-saved), the detector inside the repository when one is given (or when the source keeps it
-inside), ``README.md`` (model card) and ``manifest.json`` (sha256 + size of every file). The folder is assembled next
-to the destination and renamed into place, then loaded back and checked before this returns.
+inside), ``README.md`` (model card) and ``manifest.json`` (sha256 + size of every file, ``generator``
+modelscope-facemask). The folder is assembled in a temporary sibling of the destination, loaded back and checked
+there, and only then renamed into place. An existing destination is replaced only with ``force=True`` and only when
+it is an unchanged earlier output (its generated manifest lists exactly its files); anything else is refused.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,9 @@ import torch
 
 from .checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS, read_state_dict, save_state_dict
 from .configuration import CONFIGURATION_FILE, FaceMaskSettings, facemask_settings, read_configuration, resolve_detector_dir
-from .errors import CheckpointError, ConfigurationError
-from .manifest import MANIFEST_FILE, read_manifest, verify_manifest, write_manifest
+from .atomic_files import writing_folder
+from .errors import CheckpointError, ConfigurationError, OutputFolderError
+from .manifest import read_manifest, replacement_problem, verify_manifest, write_manifest
 from .model_card import DEFAULT_LICENSE, PLACEHOLDER_MODEL_ID, CardFacts, render_model_card, says_untrained
 from .model_dirs import local_model_dir
 from .model_repos import facemask_configuration, write_detector_repo, write_json
@@ -67,15 +68,21 @@ def _read_evaluation(path: str | os.PathLike) -> tuple[dict[str, Any], str | Non
 
 
 def _prepare_destination(out: Path, source: Path, force: bool) -> None:
+    """Refuse (:class:`OutputFolderError`) unless ``out`` is new, an empty folder, or (``force``) an unchanged
+    earlier output of this package (see :func:`~modelscope_facemask.manifest.replacement_problem`)."""
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
         raise ConfigurationError(f"--out {str(out)!r} must not be the model folder or inside it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not force:
-            raise ConfigurationError(f"{str(out)!r} exists and is not empty; choose a new folder or pass --force "
-                                     "to replace an earlier `facemask pack` output")
-        if not (out / MANIFEST_FILE).is_file():
-            raise ConfigurationError(f"refusing to replace {str(out)!r}: it is not a `facemask pack` output "
-                                     f"(no {MANIFEST_FILE})")
+    if not (out.exists() or out.is_symlink()) or (out.is_dir() and not out.is_symlink() and not any(out.iterdir())):
+        return
+    problem = replacement_problem(out)
+    if problem is None and not force:
+        raise OutputFolderError(f"{str(out)!r} exists (an earlier `facemask pack` output); choose a new folder, or "
+                                "pass --force to replace it")
+    if problem is not None:
+        raise OutputFolderError(
+            f"refusing to {'replace' if force else 'write into'} {str(out)!r}: {problem}, so it is not provably an "
+            "unchanged `facemask pack` output and may hold your data; choose a new --out folder, or move or delete "
+            "it yourself")
 
 
 def _check_packed(folder: Path, state: dict[str, torch.Tensor]) -> None:
@@ -99,16 +106,14 @@ def pack_model(model: str, out: str | os.PathLike, *, detector: str | None = Non
     source = Path(local_model_dir(model))
     out = Path(out)
     _prepare_destination(out, source, force)
+    eval_data, eval_source = _read_evaluation(evaluation) if evaluation is not None else (None, None)
     settings = facemask_settings(read_configuration(source))
     untrained = untrained or says_untrained(source)
     recognizer = FaceMaskModel(str(source), device="cpu")  # strict load; verifies the source's manifest if any
     state = {k: v.detach().cpu() for k, v in recognizer.net.state_dict().items()}
     inside = detector is not None or (source / settings.detector / CONFIGURATION_FILE).is_file()
-    eval_data, eval_source = _read_evaluation(evaluation) if evaluation is not None else (None, None)
 
-    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        staging.mkdir(parents=True)
+    with writing_folder(out, replace=force) as staging:  # assembled next to ``out``, renamed in when complete
         det_name = det_params = None
         detector_ref = settings.detector
         if inside:
@@ -128,12 +133,10 @@ def pack_model(model: str, out: str | os.PathLike, *, detector: str | None = Non
             evaluation=eval_data, evaluation_source=eval_source)
         (staging / README_FILE).write_text(render_model_card(facts), encoding="utf-8")
         write_manifest(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    _check_packed(out, state)
+        _check_packed(staging, state)  # before ``out`` is touched: a failure leaves it as it was
+        verify_manifest(staging)
+        _prepare_destination(out, source, force)  # again: it may have changed while we packed
+        if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+            out.rmdir()  # an empty folder (only removed when empty: rmdir refuses otherwise)
     files = {rel: entry["size"] for rel, entry in (read_manifest(out) or {}).items()}
-    verify_manifest(out)
     return PackResult(out, files, detector_ref, inside)

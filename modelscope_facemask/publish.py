@@ -16,8 +16,8 @@ from typing import Any
 
 from .errors import FaceMaskError
 from .manifest import MANIFEST_FILE, listed_files, read_manifest, verify_manifest
+from .token_scrubbing import TOKEN_ENV  # noqa: F401  (re-exported: the CLI names it)
 
-TOKEN_ENV = "MODELSCOPE_API_TOKEN"
 TOKEN_HELP = ("set MODELSCOPE_API_TOKEN to an access token of the owning account "
               "(https://modelscope.cn/my/myaccesstoken); it is read from the environment and never printed")
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -11,6 +11,10 @@ installed that import fails, and ModelScope's lazy index entry for the name is p
 ModelScope also consults that lazy index (built from its own source tree) to decide whether ``Model.from_pretrained``
 can build a registered type at all (``can_load_by_ms``); a plugin's types are not in it, so each registered name
 is added to the index, pointing at the module that registered it.
+
+``pipeline()`` reads the model folder (path check, configuration.json) before any plugin code runs;
+:mod:`builder_guards` wraps those two reads so that a missing folder or a broken configuration.json gives this
+package's clear errors instead of ModelScope's raw ones (only where ModelScope itself would fail).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from modelscope.pipelines.builder import PIPELINES
 from modelscope.utils.constant import Fields, Tasks
 from modelscope.utils.import_utils import LazyImportModule
 
+from . import builder_guards
 from .log import logger
 from .metainfo import Models, Pipelines, Preprocessors
 from .modelscope_adapters.model import FaceMaskModel
@@ -52,3 +57,4 @@ index_in_lazy_import(("MODELS", Tasks.face_recognition, Models.facemask), FaceMa
 index_in_lazy_import(("PREPROCESSORS", Fields.cv, Preprocessors.facemask_preprocessor), FaceMaskPreprocessor)
 index_in_lazy_import(("PIPELINES", Tasks.face_recognition, Pipelines.facemask), FaceMaskPipeline)
 override_builtin_pipeline()
+builder_guards.install()

@@ -11,6 +11,13 @@ regression): the end-to-end embedding (cosine), the recognizer alone (cosine bet
 embedding of the crop aligned on the *reference* landmarks, which removes detector jitter and so can be far
 tighter), landmarks and boxes (max |difference| in pixels) and scores (max |difference|).
 
+Non-finite numbers never pass: NaN or Inf anywhere in the reference or in the current output is a failure of that
+image and field. The one legitimate NaN: a reference made with ``use_det=False`` (its contract says so) records the
+scores and landmarks of its whole-image rows as NaN (nothing was detected); there, scores and landmarks match when
+both are entirely NaN. ``create`` refuses to record anything else that is not finite, and a reference file that is
+not a well-formed reference (not an ``.npz``, missing or mistyped arrays or metadata) is a usage error naming the
+file and the problem.
+
 Default tolerances, measured on this project's 2-core CPU with the small deterministic test model and the real
 mobilenet0.25 detector on the six portraits (``tests/regression/README.md`` has the numbers):
 
@@ -31,7 +38,9 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import sys
+import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,11 +48,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import FaceMaskError
+from .atomic_files import writing_file
+from .errors import ConfigurationError, FaceMaskError
+from .faces.choose import validate_max_faces
 from .faces.recognizer import EMBEDDING_SIZE
 
 REFERENCE_FORMAT = "modelscope-facemask-regress/1"
 _ARRAYS = ("images", "image_sha256", "face_counts", "boxes", "landmarks", "scores", "embeddings", "metadata")
+#: per-face arrays: name -> trailing shape (all float32)
+_FACE_ARRAYS = {"boxes": (4,), "landmarks": (10,), "scores": (), "embeddings": (EMBEDDING_SIZE,)}
+#: largest uncompressed content of a reference read (about 500,000 faces); a bigger archive is refused unread
+MAX_REFERENCE_BYTES = 1 << 30
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ReferenceError(FaceMaskError, ValueError):
@@ -186,7 +202,7 @@ def create_reference(pipeline: Any, images: Mapping[str, Path], *, max_faces: in
     outputs = _outputs(pipeline, [images[n] for n in names], max_faces)
     failed = [f"{n}: {o['error']}" for n, o in zip(names, outputs) if "error" in o]
     if failed:
-        raise ReferenceError("cannot make a reference from images that do not load: " + "; ".join(failed))
+        raise ReferenceError("cannot make a reference from images that fail: " + "; ".join(failed))
     metadata = {"format": REFERENCE_FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "model": model, "images_dir": images_dir, "command": command, **run_metadata(pipeline, max_faces)}
     stacked = stack_outputs(outputs)
@@ -208,41 +224,156 @@ def stack_outputs(outputs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.n
 
 
 def save_reference(reference: Reference, path: str | Path) -> Path:
-    """Write a reference ``.npz`` (compressed, no pickles)."""
+    """Write a reference ``.npz`` (compressed, no pickles) atomically: a temporary sibling renamed into place.
+
+    Refuses (:class:`ReferenceError`) a reference holding NaN or Inf other than the NaN scores and landmarks of a
+    ``use_det=False`` reference: such a file could never be checked against.
+    """
+    bad = [f"{p.image} face {p.face} {p.field}: {p.what}" for p in non_finite_values(reference)]
+    if bad:
+        raise ReferenceError("refusing to record non-finite values (NaN or Inf): " + "; ".join(bad[:8]) +
+                             (f"; ... ({len(bad)} in all)" if len(bad) > 8 else "") + "; the model's weights or "
+                             "computation are broken, fix them before making a reference")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f.name: getattr(reference, f.name) for f in fields(reference)}
     arrays["images"] = np.array(reference.images, dtype=str)
     arrays["image_sha256"] = np.array(reference.image_sha256, dtype=str)
-    arrays["metadata"] = np.array(json.dumps(reference.metadata, sort_keys=True))
-    with path.open("wb") as fh:
+    arrays["metadata"] = np.array(json.dumps(reference.metadata, sort_keys=True, allow_nan=False))
+    with writing_file(path) as tmp, tmp.open("wb") as fh:
         np.savez_compressed(fh, **arrays)
     return path
 
 
 def load_reference(path: str | Path) -> Reference:
-    """Read and validate a reference ``.npz``; :class:`ReferenceError` when missing or malformed."""
+    """Read and validate a reference ``.npz`` (never unpickling); :class:`ReferenceError` naming the file and the
+    problem when it is missing or not a well-formed reference (NaN/Inf values are not checked here: the check
+    reports them per image and field)."""
     path = Path(path)
     if not path.is_file():
         raise ReferenceError(f"reference file {str(path)!r} does not exist; make one with `facemask regress create`")
     try:
+        arrays = _read_arrays(path)
+        metadata = _parse_metadata(arrays.pop("metadata"))
+        ref = Reference(images=_strings(arrays.pop("images"), "images"),
+                        image_sha256=_strings(arrays.pop("image_sha256"), "image_sha256"), metadata=metadata, **arrays)
+        _check_arrays(ref)
+    except _Malformed as exc:
+        problem = " ".join(str(exc).split())  # one line
+        raise ReferenceError(f"{str(path)!r} is not a readable `facemask regress` reference: {problem}; make one "
+                             "with `facemask regress create`") from None
+    return ref
+
+
+class _Malformed(Exception):
+    """What is wrong with a reference file (becomes a one-line :class:`ReferenceError`)."""
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` archive, without pickles, after checking it is one."""
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if not head:
+        raise _Malformed("the file is empty")
+    if head.startswith(b"\x93NUMPY"):
+        raise _Malformed("it is a single .npy array, not an .npz archive")
+    if not zipfile.is_zipfile(path):
+        if head.startswith(b"PK"):
+            raise _Malformed("it is a damaged or truncated .npz (zip) archive")
+        raise _Malformed(f"it is not an .npz (zip) archive (it starts with {head!r})")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = sum(info.file_size for info in archive.infolist())
+        if size > MAX_REFERENCE_BYTES:
+            raise _Malformed(f"its content is {size} bytes uncompressed, more than the {MAX_REFERENCE_BYTES} a "
+                             "reference may hold")
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in _ARRAYS if k not in data.files]
             if missing:
-                raise ValueError(f"missing arrays {missing}")
-            arrays = {k: data[k] for k in _ARRAYS}
-        metadata = json.loads(str(arrays.pop("metadata")))
-        if metadata.get("format") != REFERENCE_FORMAT:
-            raise ValueError(f"format {metadata.get('format')!r}, expected {REFERENCE_FORMAT!r}")
-        ref = Reference(images=[str(x) for x in arrays.pop("images")],
-                        image_sha256=[str(x) for x in arrays.pop("image_sha256")], metadata=metadata, **arrays)
-        total = int(ref.face_counts.sum())
-        if (len(ref.images) != len(ref.face_counts) or ref.embeddings.shape != (total, EMBEDDING_SIZE)
-                or ref.boxes.shape != (total, 4) or ref.landmarks.shape != (total, 10) or ref.scores.shape != (total,)):
-            raise ValueError("array shapes do not agree with the face counts")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ReferenceError(f"{str(path)!r} is not a readable `facemask regress` reference ({exc})") from None
-    return ref
+                raise _Malformed(f"arrays {missing} are missing (it has {sorted(data.files)})")
+            return {k: data[k] for k in _ARRAYS}
+    except _Malformed:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise _Malformed("it holds pickled object arrays, which are never loaded") from None
+        raise _Malformed(f"an array cannot be read ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - corrupt archives raise zipfile, zlib, EOF and OS errors alike
+        raise _Malformed(f"it cannot be read as an .npz archive ({type(exc).__name__}: {exc})") from None
+
+
+def _strings(array: np.ndarray, name: str) -> list[str]:
+    if array.ndim != 1 or array.dtype.kind != "U":
+        raise _Malformed(f"{name!r} must be a 1-D array of strings, got {array.dtype} {array.shape}")
+    return [str(x) for x in array]
+
+
+def _parse_metadata(array: np.ndarray) -> dict[str, Any]:
+    """The metadata JSON, with the type of every entry the check reads verified."""
+    if array.ndim != 0 or array.dtype.kind != "U":
+        raise _Malformed(f"'metadata' must be a JSON string, got a {array.dtype} array of shape {array.shape}")
+    try:
+        meta = json.loads(str(array))
+    except (ValueError, RecursionError) as exc:
+        raise _Malformed(f"'metadata' is not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
+    if not isinstance(meta, dict):
+        raise _Malformed(f"'metadata' must be a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != REFERENCE_FORMAT:
+        raise _Malformed(f"metadata format {meta.get('format')!r}, expected {REFERENCE_FORMAT!r}")
+    expected = {"contract": dict, "contract_sha256": str, "device": str, "precision": str, "weights": dict,
+                "versions": dict}
+    optional = {"created": str, "images_dir": str, "model": str, "command": str, "torch_threads": int}
+    for key, kind in {**expected, **optional}.items():
+        if key not in meta:
+            if key in expected:
+                raise _Malformed(f"metadata has no {key!r}")
+            continue
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise _Malformed(f"metadata {key!r} must be a {kind.__name__}, got {meta[key]!r:.60}")
+    contract = meta["contract"]
+    if not isinstance(contract.get("use_det"), bool):
+        raise _Malformed(f"metadata contract 'use_det' must be true or false, got {contract.get('use_det')!r:.60}")
+    if "max_faces" not in contract:
+        raise _Malformed("metadata contract has no 'max_faces'")
+    try:
+        validate_max_faces(contract["max_faces"])
+    except ConfigurationError as exc:
+        raise _Malformed(f"metadata contract {exc}") from None
+    if contract_sha256(contract) != meta["contract_sha256"]:
+        raise _Malformed("metadata contract_sha256 does not match its contract (the file was edited)")
+    for role, entry in meta["weights"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise _Malformed(f"metadata weights {role!r} must be an object with a 'sha256' string")
+    return meta
+
+
+def _check_arrays(ref: Reference) -> None:
+    """Names, digests, counts, shapes and dtypes agree with each other."""
+    if not ref.images:
+        raise _Malformed("it names no images (a check of nothing would always pass)")
+    if len(ref.image_sha256) != len(ref.images):
+        raise _Malformed(f"{len(ref.images)} images but {len(ref.image_sha256)} sha256 digests")
+    for name in ref.images:
+        parts = Path(name).parts
+        if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
+            raise _Malformed(f"image name {name!r} is not a relative path inside the images folder")
+    if len(set(ref.images)) != len(ref.images):
+        raise _Malformed("an image is named twice")
+    bad = [d for d in ref.image_sha256 if not _SHA256.fullmatch(d)]
+    if bad:
+        raise _Malformed(f"image sha256 {bad[0]!r:.70} is not 64 lowercase hex digits")
+    counts = ref.face_counts
+    if counts.ndim != 1 or counts.dtype.kind not in "iu" or counts.shape != (len(ref.images),):
+        raise _Malformed(f"'face_counts' must be {len(ref.images)} integers (one per image), got {counts.dtype} "
+                         f"{counts.shape}")
+    if (counts < 0).any():
+        raise _Malformed("'face_counts' holds negative counts")
+    total = int(counts.sum())
+    for name, tail in _FACE_ARRAYS.items():
+        array = getattr(ref, name)
+        if array.dtype != np.float32 or array.shape != (total, *tail):
+            raise _Malformed(f"{name!r} must be float32 of shape {(total, *tail)} ({total} faces), got {array.dtype} "
+                             f"{array.shape}")
 
 
 def locate_images(reference: Reference, folder: str | Path) -> dict[str, Path]:
@@ -277,6 +408,8 @@ class ImageResult:
     faces_now: int
     worst: dict[str, float] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: fields where a value was NaN or Inf (or a cosine undefined): they fail whatever the tolerance
+    non_finite: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -314,34 +447,111 @@ class _KnownFaces:
         return [self.detections for _ in images]
 
 
-def recognizer_embeddings(pipeline: Any, path: Path, landmarks: np.ndarray, boxes: np.ndarray,
-                          scores: np.ndarray, use_det: bool) -> np.ndarray:
-    """Embeddings of the faces at the given (reference) positions: the pipeline's alignment + recognizer only."""
+@dataclass(frozen=True)
+class NonFinite:
+    """A NaN or Inf where a reference must hold finite numbers."""
+
+    image: str
+    face: int
+    field: str
+    what: str
+
+
+#: check field -> (reference array, output key)
+_FIELDS = {"embedding": ("embeddings", "img_embedding"), "landmarks": ("landmarks", "keypoints"),
+           "boxes": ("boxes", "boxes"), "scores": ("scores", "scores")}
+
+
+def nan_allowed(field_name: str, use_det: bool) -> bool:
+    """Whether ``field_name`` legitimately holds NaN: scores and landmarks of ``use_det=False`` rows."""
+    return not use_det and field_name in ("scores", "landmarks")
+
+
+def describe_values(values: np.ndarray) -> str:
+    """'finite', 'NaN', 'Inf' or 'NaN and Inf' (what non-finite values ``values`` holds)."""
+    values = np.asarray(values, np.float64)
+    kinds = [k for k, present in (("NaN", np.isnan(values).any()), ("Inf", np.isinf(values).any())) if present]
+    return " and ".join(kinds) or "finite"
+
+
+def non_finite_values(reference: Reference) -> list[NonFinite]:
+    """Every face and field of ``reference`` holding NaN/Inf, except the all-NaN scores and landmarks a
+    ``use_det=False`` reference records."""
+    use_det = bool(reference.metadata.get("contract", {}).get("use_det", True))
+    found = []
+    for index, name in enumerate(reference.images):
+        rows = reference.rows(index)
+        for face, row in enumerate(range(rows.start, rows.stop)):
+            for field_name, (array, _) in _FIELDS.items():
+                values = getattr(reference, array)[row]
+                if np.isfinite(values).all() or (nan_allowed(field_name, use_det) and np.isnan(values).all()):
+                    continue
+                found.append(NonFinite(name, face, field_name, describe_values(values)))
+    return found
+
+
+def compare_values(field_name: str, ref: np.ndarray, now: np.ndarray, use_det: bool) -> tuple[float | None, str]:
+    """(difference, "") for finite values (1-cos for embeddings, else max |difference|), or (None, problem) when
+    either side holds NaN/Inf. Where NaN is legitimate (``use_det=False`` scores/landmarks) both entirely NaN is
+    a match (0.0)."""
+    ref, now = np.asarray(ref, np.float64), np.asarray(now, np.float64)
+    ref_ok, now_ok = bool(np.isfinite(ref).all()), bool(np.isfinite(now).all())
+    if nan_allowed(field_name, use_det) and np.isnan(ref).all() and np.isnan(now).all():
+        return 0.0, ""
+    if not (ref_ok and now_ok):
+        return None, f"reference {describe_values(ref)}, current output {describe_values(now)}"
+    value = float(one_minus_cos(ref, now)) if field_name == "embedding" else float(np.abs(ref - now).max(initial=0.0))
+    if not np.isfinite(value):
+        return None, "cosine undefined (an all-zero embedding)"
+    return value, ""
+
+
+def recognizer_values(pipeline: Any, path: Path, reference: Reference, rows: slice,
+                      use_det: bool) -> list[tuple[int, float | None, str]]:
+    """Per reference face: 1-cos between the reference embedding and the pipeline's alignment + recognizer applied
+    at the *reference* face position, or (None, problem) when that cannot be computed or is not finite."""
     from .faces.detections import Detections
     from .faces.images import load_image
-    from .faces.prepare import CROP_SIZE, prepare_faces
+    from .faces.prepare import prepare_faces
 
     image = load_image(path)
-    if not use_det:
-        crops = prepare_faces([image], None)[0].crops
-    else:
-        crops = np.concatenate([np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)] + [
-            prepare_faces([image], _KnownFaces(Detections(boxes[i:i + 1], scores[i:i + 1], landmarks[i:i + 1])),
-                          max_faces=1, min_face_size=0.0)[0].crops for i in range(len(scores))])
-    return pipeline.model.embed(crops)
+    results: list[tuple[int, float | None, str]] = []
+    for face, row in enumerate(range(rows.start, rows.stop)):
+        position = [reference.boxes[row], reference.landmarks[row]] if use_det else []
+        if not all(np.isfinite(v).all() for v in position):
+            results.append((face, None, "not computed: the reference face position is not finite"))
+            continue
+        try:
+            if use_det:
+                known = _KnownFaces(Detections(reference.boxes[row:row + 1], np.ones(1, np.float32),
+                                               reference.landmarks[row:row + 1]))
+                crops = prepare_faces([image], known, max_faces=1, min_face_size=0.0)[0].crops
+            else:
+                crops = prepare_faces([image], None)[0].crops
+        except FaceMaskError as exc:
+            results.append((face, None, f"not computed: cannot align on the reference landmarks ({exc})"))
+            continue
+        embedding, finite = pipeline.model.embed_rows(crops)
+        if not finite.all():
+            results.append((face, None, "the recognizer produced a non-finite embedding"))
+            continue
+        value, problem = compare_values("embedding", reference.embeddings[row], embedding[0], use_det)
+        results.append((face, value, problem))
+    return results
 
 
 def one_minus_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise 1 - cosine similarity, in float64 (exactly 0 for identical rows)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
     return np.maximum(1.0 - cos, 0.0)
 
 
 def _pair_faces(reference: np.ndarray, current: np.ndarray) -> list[tuple[int, int]]:
-    """Greedy pairing of reference and current faces by mean landmark distance (NaN landmarks: by index)."""
-    if np.isnan(reference).any() or np.isnan(current).any():
-        return [(i, i) for i in range(len(reference))]
+    """Greedy pairing of reference and current faces by mean landmark distance (non-finite landmarks: by index)."""
+    if not (np.isfinite(reference).all() and np.isfinite(current).all()):
+        return [(i, i) for i in range(min(len(reference), len(current)))]
     cost = np.abs(reference[:, None, :] - current[None, :, :]).mean(-1)
     pairs, used_ref, used_cur = [], set(), set()
     for flat in np.argsort(cost, axis=None, kind="stable"):
@@ -351,11 +561,6 @@ def _pair_faces(reference: np.ndarray, current: np.ndarray) -> list[tuple[int, i
             used_ref.add(i)
             used_cur.add(j)
     return sorted(pairs)
-
-
-def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
-    diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
-    return float(np.nanmax(diff)) if diff.size and not np.isnan(diff).all() else 0.0
 
 
 def choose_tolerances(reference: Reference, device: str, precision: str,
@@ -416,30 +621,35 @@ def check_reference(pipeline: Any, reference: Reference, images: Mapping[str, Pa
             result.failures.append({"image": name, "field": "faces", "face": None, "value": result.faces_now,
                                     "limit": result.faces_reference, "message": f"{name}: {result.faces_now} face(s), "
                                     f"the reference has {result.faces_reference}"})
-        recog = recognizer_embeddings(pipeline, images[name], reference.landmarks[rows], reference.boxes[rows],
-                                      reference.scores[rows], use_det)
-        _compare_fields(result, tolerances, reference, rows, out, recog)
+        recog = recognizer_values(pipeline, images[name], reference, rows, use_det)
+        _compare_fields(result, tolerances, reference, rows, out, recog, use_det)
     return CheckReport(reference_path, tolerances, preset, results, warnings, notes)
 
 
 def _compare_fields(result: ImageResult, tol: Tolerances, ref: Reference, rows: slice, out: Mapping[str, np.ndarray],
-                    recog: np.ndarray) -> None:
-    """Fill ``result`` with the worst value per field and a failure entry per face and field out of tolerance."""
+                    recog: list[tuple[int, float | None, str]], use_det: bool) -> None:
+    """Fill ``result`` with the worst value per field and a failure entry per face and field out of tolerance or
+    not finite (those carry ``value: None`` and say what is not finite)."""
     limits = {"embedding": 1 - tol.min_cos, "recognizer": 1 - tol.min_cos_recognizer,
               "landmarks": tol.max_landmark_px, "boxes": tol.max_box_px, "scores": tol.max_score_diff}
     units = {"embedding": "1-cos", "recognizer": "1-cos", "landmarks": "px", "boxes": "px", "scores": "abs"}
-    values: dict[str, list[tuple[int, float]]] = {k: [] for k in limits}
-    values["recognizer"] = [(i, float(v)) for i, v in enumerate(one_minus_cos(ref.embeddings[rows], recog))]
-    for i, j in _pair_faces(ref.landmarks[rows], np.asarray(out["keypoints"])):
+    values: dict[str, list[tuple[int, float | None, str]]] = {k: [] for k in limits}
+    values["recognizer"] = recog
+    now = {key: np.asarray(out[key], np.float64) for _, key in _FIELDS.values()}
+    for i, j in _pair_faces(ref.landmarks[rows], now["keypoints"]):
         r = rows.start + i
-        values["embedding"].append((i, float(one_minus_cos(ref.embeddings[r], out["img_embedding"][j]))))
-        values["landmarks"].append((i, _max_abs(ref.landmarks[r], out["keypoints"][j])))
-        values["boxes"].append((i, _max_abs(ref.boxes[r], out["boxes"][j])))
-        values["scores"].append((i, _max_abs(ref.scores[r], out["scores"][j])))
-    for key, pairs in values.items():
-        result.worst[key] = max((v for _, v in pairs), default=0.0)
-        for face, value in pairs:
-            if not value <= limits[key]:
+        for field_name, (array, key) in _FIELDS.items():
+            values[field_name].append((i, *compare_values(field_name, getattr(ref, array)[r], now[key][j], use_det)))
+    for key, entries in values.items():
+        result.worst[key] = max((v for _, v, _ in entries if v is not None), default=0.0)
+        for face, value, problem in entries:
+            if value is None:
+                if key not in result.non_finite:
+                    result.non_finite.append(key)
+                result.failures.append({"image": result.image, "field": key, "face": face, "value": None,
+                                        "limit": limits[key], "message": f"{result.image} face {face} {key}: "
+                                        f"{problem}"})
+            elif not value <= limits[key]:
                 result.failures.append({"image": result.image, "field": key, "face": face, "value": value,
                                         "limit": limits[key], "message": f"{result.image} face {face} {key}: "
                                         f"{units[key]} {value:.3g} > {limits[key]:.3g}"})
@@ -470,7 +680,8 @@ def format_report(report: CheckReport, reference: Reference) -> str:
     lines += ["", header]
     for r in report.images:
         bad = {f["field"] for f in r.failures}
-        cells = [f"{_num(r.worst.get(key, 0.0)) + ('!' if key in bad else ''):>12}" for key, _ in _COLUMNS]
+        texts = ["non-finite" if key in r.non_finite else _num(r.worst.get(key, 0.0)) for key, _ in _COLUMNS]
+        cells = [f"{text + ('!' if key in bad else ''):>12}" for text, (key, _) in zip(texts, _COLUMNS)]
         faces = f"{r.faces_now}/{r.faces_reference}" + ("!" if {"faces", "image"} & bad else "")
         lines.append(f"{r.image:<{width}}  {faces:<5}  " + "  ".join(cells))
     lines.append("")

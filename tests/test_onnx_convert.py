@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from modelscope_facemask import assets
-from modelscope_facemask.errors import AssetError, CheckpointError
+from modelscope_facemask.errors import CheckpointError
 from modelscope_facemask.onnx_convert import expected_mobilenet_shapes, retinaface_state_dict_from_onnx
 
+from .conftest import asset_or_skip
 from .reference_retinaface import build_reference_retinaface
 
 MOBILENET_MODELS = {"name": "mobilenet0.25", "return_layers": {"stage1": 1, "stage2": 2, "stage3": 3},
@@ -21,10 +22,7 @@ MEAN_BGR = np.array((104, 117, 123), dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def onnx_bytes() -> bytes:
-    try:
-        return assets.retinaface_mobilenet_onnx()
-    except AssetError as exc:
-        pytest.skip(f"registry asset unavailable: {exc}")
+    return asset_or_skip(assets.retinaface_mobilenet_onnx)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +40,7 @@ def reference(converted) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def photo_input() -> np.ndarray:
     """A real portrait as the ONNX expects it: BGR minus (104, 117, 123), NCHW float32, 640x480."""
-    try:
-        path = assets.portrait_photos()["person_b_1"]
-    except AssetError as exc:
-        pytest.skip(f"registry asset unavailable: {exc}")
+    path = asset_or_skip(assets.portrait_photos)["person_b_1"]
     image = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), (640, 480), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray((image.astype(np.float32) - MEAN_BGR).transpose(2, 0, 1)[None])
 

@@ -23,8 +23,7 @@ from modelscope_facemask import FaceMaskModel, FaceMaskPipeline, FaceMaskPreproc
 from modelscope_facemask.errors import ConfigurationError, DeviceError, ImageLoadError
 from modelscope_facemask.faces.images import load_image
 from modelscope_facemask.metainfo import Models, Pipelines, Preprocessors
-from modelscope_facemask.model_repos import facemask_configuration, write_detector_repo, write_facemask_repo
-from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
+from modelscope_facemask.model_repos import facemask_configuration
 from modelscope_facemask.testing.synthetic_weights import smooth_images
 
 from .conftest import SMALL_UNITS
@@ -32,12 +31,9 @@ from .reference_models import reference_face_embeddings, reference_iresnet
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state):
+def model_dir(small_model_dir):
     """A self-contained repo: our configuration.json, small recognizer, the real mobilenet detector inside."""
-    folder = tmp_path_factory.mktemp("facemask_small")
-    write_facemask_repo(folder, small_recognizer_state, facemask_configuration(detector="detector", units=SMALL_UNITS))
-    write_detector_repo(folder / "detector", mobilenet_state, MOBILENET025_CONFIG)
-    return folder
+    return small_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -212,8 +208,29 @@ def test_builtin_without_scikit_image(model_dir):
     assert "OURS FaceMaskPipeline (0, 512)" in result.stdout, result.stderr[-2000:]
 
 
-def test_package_version():
-    assert modelscope_facemask.__version__
+def test_package_version_is_pep440_and_matches_the_installed_distribution(capsys):
+    """__version__ is a normalised PEP 440 version, equal to what setup.py builds, to the installed distribution's
+    metadata (a stale install fails here: reinstall with `pip install -e .`) and to `facemask --version`."""
+    from importlib.metadata import version as installed_version
+    from pathlib import Path
+
+    from packaging.version import Version
+
+    from modelscope_facemask.cli import main
+
+    declared = modelscope_facemask.__version__
+    assert str(Version(declared)) == declared
+    setup_py = Path(__file__).parent.parent / "setup.py"
+    built = subprocess.run([sys.executable, str(setup_py), "--version"], capture_output=True, text=True,
+                           cwd=setup_py.parent, timeout=120, check=True).stdout.split()
+    assert built[-1:] == [declared]
+    assert installed_version("modelscope-facemask") == declared
+    try:
+        code = main(["--version"])
+    except SystemExit as exc:  # argparse's version action exits
+        code = exc.code
+    assert code in (0, None)
+    assert capsys.readouterr().out.strip() == f"modelscope-facemask {declared}"
 
 
 def test_repository_configuration_is_the_published_card():

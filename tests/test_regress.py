@@ -22,6 +22,7 @@ from modelscope_facemask.manifest import file_sha256
 from modelscope_facemask.regress import (
     CROSS_DEVICE,
     SAME_DEVICE,
+    ReferenceError,
     choose_tolerances,
     load_reference,
 )
@@ -202,3 +203,234 @@ def test_cross_device_tolerances():
     assert choose_tolerances(ref, "cpu", "fp16")[0] == CROSS_DEVICE
     tol, name = choose_tolerances(ref, "cuda:1", "fp32", {"min_cos": 0.5, "max_box_px": None})
     assert tol.min_cos == 0.5 and tol.max_box_px == CROSS_DEVICE.max_box_px and name == "cross-device with overrides"
+
+
+# ---------------------------------------------------------------------- bad data can never pass
+def _reference_arrays() -> dict[str, np.ndarray]:
+    with np.load(REFERENCE) as data:
+        return {k: data[k].copy() for k in data.files}
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    with path.open("wb") as fh:  # np.savez directly: save_reference would refuse what these tests need
+        np.savez_compressed(fh, **arrays)
+    return path
+
+
+def _edited_metadata(change) -> dict[str, np.ndarray]:
+    arrays = _reference_arrays()
+    meta = json.loads(str(arrays["metadata"]))
+    change(meta)
+    arrays["metadata"] = np.array(json.dumps(meta))
+    return arrays
+
+
+def _edited(change) -> dict[str, np.ndarray]:
+    arrays = _reference_arrays()
+    change(arrays)
+    return arrays
+
+
+def _npy_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(3))
+    return buffer.getvalue()
+
+
+def _zip_bytes() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("readme.txt", "not arrays")
+    return buffer.getvalue()
+
+
+def _no_images(arrays):
+    for key in ("images", "image_sha256", "face_counts", "boxes", "landmarks", "scores", "embeddings"):
+        arrays[key] = arrays[key][:0]
+
+
+def _set(key, index, value):
+    def change(arrays):
+        arrays[key] = arrays[key].copy()
+        arrays[key][index] = value
+    return change
+
+
+MALFORMED = {  # name: (file content or arrays, words the one-line error must contain)
+    "empty": (lambda: b"", "the file is empty"),
+    "text file": (lambda: b"this is a text file\n", "not an .npz (zip) archive"),
+    "single .npy": (_npy_bytes, "single .npy array"),
+    "zip without arrays": (_zip_bytes, "are missing"),
+    "truncated": (lambda: REFERENCE.read_bytes()[: REFERENCE.stat().st_size // 2], "damaged or truncated"),
+    "pickled object array": (lambda: _edited(lambda a: a.update(images=a["images"].astype(object))), "pickled"),
+    "metadata not JSON": (lambda: _edited(lambda a: a.update(metadata=np.array("not json"))), "not valid JSON"),
+    "metadata a JSON list": (lambda: _edited(lambda a: a.update(metadata=np.array("[1, 2]"))), "JSON object"),
+    "metadata an int array": (lambda: _edited(lambda a: a.update(metadata=np.array(5))), "JSON string"),
+    "metadata device int": (lambda: _edited_metadata(lambda m: m.update(device=0)), "'device' must be a str"),
+    "metadata versions list": (lambda: _edited_metadata(lambda m: m.update(versions=[])), "'versions' must be a dict"),
+    "metadata weights string": (lambda: _edited_metadata(lambda m: m.update(weights={"recognizer": "x"})),
+                                "weights 'recognizer'"),
+    "metadata without contract": (lambda: _edited_metadata(lambda m: m.pop("contract")), "no 'contract'"),
+    "contract use_det string": (lambda: _edited_metadata(lambda m: m["contract"].update(use_det="false")),
+                                "'use_det' must be true or false"),
+    "contract max_faces 0": (lambda: _edited_metadata(lambda m: m["contract"].update(max_faces=0)), "max_faces"),
+    "contract edited": (lambda: _edited_metadata(lambda m: m["contract"].update(max_faces=None)),
+                        "contract_sha256 does not match"),
+    "scores missing": (lambda: _edited(lambda a: a.pop("scores")), "['scores'] are missing"),
+    "embeddings shape": (lambda: _edited(lambda a: a.update(embeddings=a["embeddings"][:, :128])), "'embeddings'"),
+    "boxes float64": (lambda: _edited(lambda a: a.update(boxes=a["boxes"].astype(np.float64))),
+                      "'boxes' must be float32"),
+    "face_counts float": (lambda: _edited(lambda a: a.update(face_counts=a["face_counts"].astype(np.float32))),
+                          "'face_counts'"),
+    "images 2-D": (lambda: _edited(lambda a: a.update(images=a["images"][:, None])), "'images' must be a 1-D"),
+    "image path escapes": (lambda: _edited(_set("images", 0, "../../x.jpg")), "not a relative path"),
+    "sha256 not hex": (lambda: _edited(_set("image_sha256", 0, "nothex")), "64 lowercase hex"),
+    "no images": (lambda: _edited(_no_images), "names no images"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED), ids=list(MALFORMED))
+def test_malformed_reference_is_a_one_line_usage_error(model_dir, images, tmp_path, capsys, case):
+    """Before: tracebacks (empty, truncated, metadata list/int/missing contract, device int), "pickled data" for a
+    text file, or a PASS (float64 boxes, float counts, edited contract, use_det "false", no images at all)."""
+    make, words = MALFORMED[case]
+    content, path = make(), tmp_path / "ref.npz"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        _write_npz(path, content)
+    with pytest.raises(ReferenceError, match="not a readable `facemask regress` reference"):
+        load_reference(path)
+    assert _check(model_dir, images, reference=path) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "Traceback" not in captured.err + captured.out and len(err.splitlines()) == 1, err
+    assert str(path) in err and words in err and "pickled data" not in err.replace("pickled object arrays", "")
+
+
+def _failures(report_path: Path) -> set[tuple[str, str]]:
+    text = report_path.read_text()
+    report = json.loads(text, parse_constant=lambda c: pytest.fail(f"report holds {c}"))  # strict JSON
+    return {(f["image"], f["field"]) for f in report["failures"]}
+
+
+def test_non_finite_reference_values_are_failures(model_dir, images, tmp_path, capsys):
+    """Before: NaN boxes or scores passed (exit 0), NaN landmarks crashed (SVD did not converge)."""
+    names = list(load_reference(REFERENCE).images)
+    arrays = _reference_arrays()
+    arrays["boxes"][0, 2] = np.nan
+    arrays["scores"][1] = np.nan
+    arrays["landmarks"][2, 3] = np.nan
+    arrays["embeddings"][3, 7] = np.inf
+    arrays["scores"][4] = -np.inf
+    path = _write_npz(tmp_path / "nan.npz", arrays)
+    assert _check(model_dir, images, "--json", str(tmp_path / "report.json"), reference=path) == 1
+    out = capsys.readouterr().out
+    assert "Traceback" not in out and "REGRESSION: 5 of 6 images out of tolerance" in out
+    assert f"{names[0]} face 0 boxes: reference NaN, current output finite" in out
+    assert f"{names[3]} face 0 embedding: reference Inf, current output finite" in out
+    assert _failures(tmp_path / "report.json") == {
+        (names[0], "boxes"), (names[0], "recognizer"), (names[1], "scores"), (names[2], "landmarks"),
+        (names[2], "recognizer"),
+        (names[3], "embedding"), (names[3], "recognizer"), (names[4], "scores")}
+
+
+def test_non_finite_current_outputs_are_failures(model_dir, images, tmp_path, capsys, monkeypatch):
+    """NaN/Inf in what the pipeline returns now fails that image and field, even with tolerances of 1.0."""
+    from modelscope_facemask import FaceMaskPipeline
+
+    names = list(load_reference(REFERENCE).images)
+    poison = {names[0]: ("boxes", np.nan), names[1]: ("scores", np.inf), names[2]: ("keypoints", np.nan),
+              names[3]: ("img_embedding", np.nan)}
+    original = FaceMaskPipeline.run_batch
+
+    def poisoned(self, inputs, **kwargs):
+        outputs = original(self, inputs, **kwargs)
+        for source, out in zip(inputs, outputs):
+            if Path(source).name in poison:
+                key, value = poison[Path(source).name]
+                out[key] = out[key].copy()
+                out[key].flat[0] = value
+        return outputs
+
+    monkeypatch.setattr(FaceMaskPipeline, "run_batch", poisoned)
+    loose = ["--min-cos", "-1", "--max-landmark-px", "1e9", "--max-box-px", "1e9", "--max-score-diff", "1e9"]
+    assert _check(model_dir, images, *loose, "--json", str(tmp_path / "report.json")) == 1
+    out = capsys.readouterr().out
+    assert f"{names[1]} face 0 scores: reference finite, current output Inf" in out
+    assert _failures(tmp_path / "report.json") == {(names[0], "boxes"), (names[1], "scores"),
+                                                   (names[2], "landmarks"), (names[3], "embedding")}
+
+
+@pytest.fixture(scope="module")
+def no_detection_model(model_dir, tmp_path_factory) -> Path:
+    copy = tmp_path_factory.mktemp("use-det-false") / "model"
+    shutil.copytree(model_dir, copy)
+    config = json.loads((copy / "configuration.json").read_text())
+    config["preprocessor"]["use_det"] = False
+    (copy / "configuration.json").write_text(json.dumps(config))
+    return copy
+
+
+def test_use_det_false_reference_records_nan_and_checks_both_nan(no_detection_model, images, tmp_path, capsys):
+    """use_det=False legitimately has NaN scores/landmarks: recorded as NaN, matched when both are NaN; a finite
+    value on either side (or NaN boxes/embeddings) is a failure."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("person_a_1.jpg", "impostor_1.jpg"):
+        shutil.copy(images / name, folder / name)
+    ref = tmp_path / "ref.npz"
+    assert main(["regress", "create", "--model", str(no_detection_model), "--images", str(folder), "--out", str(ref),
+                 "--device", "cpu"]) == 0
+    reference = load_reference(ref)
+    assert reference.metadata["contract"]["use_det"] is False
+    assert np.isnan(reference.scores).all() and np.isnan(reference.landmarks).all()
+    assert np.isfinite(reference.boxes).all() and np.isfinite(reference.embeddings).all()
+    check = ["regress", "check", "--model", str(no_detection_model), "--device", "cpu", "--json",
+             str(tmp_path / "report.json")]
+    assert main([*check, "--reference", str(ref)]) == 0
+    assert "PASS: 2 images" in capsys.readouterr().out
+    arrays = {k: v for k, v in np.load(ref).items()}
+    arrays["scores"][0] = 0.5  # a finite score where nothing was detected
+    arrays["landmarks"][1, 0] = 3.0  # partly NaN
+    bad = _write_npz(tmp_path / "bad.npz", arrays)
+    assert main([*check, "--reference", str(bad)]) == 1
+    assert _failures(tmp_path / "report.json") == {("impostor_1.jpg", "scores"), ("person_a_1.jpg", "landmarks")}
+    assert "impostor_1.jpg face 0 scores: reference finite, current output NaN" in capsys.readouterr().out
+
+
+def test_create_refuses_non_finite_outputs_and_writes_atomically(model_dir, images, tmp_path, capsys, monkeypatch):
+    """`regress create` never records NaN/Inf (the file is not written, an existing one is kept), and writes
+    through a temporary sibling (no partial file, no leftovers)."""
+    from modelscope_facemask import FaceMaskPipeline
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("person_a_1.jpg", "impostor_1.jpg"):
+        shutil.copy(images / name, folder / name)
+    out_dir = tmp_path / "out"
+    ref = out_dir / "ref.npz"
+    create = ["regress", "create", "--model", str(model_dir), "--images", str(folder), "--out", str(ref),
+              "--device", "cpu", "--force"]
+    assert main(create) == 0
+    good = ref.read_bytes()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["ref.npz"]
+    original = FaceMaskPipeline.run_batch
+    for key in ("img_embedding", "boxes", "scores", "keypoints"):
+        def poisoned(self, inputs, key=key, **kwargs):
+            outputs = original(self, inputs, **kwargs)
+            outputs[1][key] = outputs[1][key].copy()
+            outputs[1][key].flat[-1] = np.nan
+            return outputs
+
+        monkeypatch.setattr(FaceMaskPipeline, "run_batch", poisoned)
+        assert main(create) == 2
+        err = capsys.readouterr().err
+        field = {"img_embedding": "embedding", "keypoints": "landmarks"}.get(key, key)
+        assert f"refusing to record non-finite values (NaN or Inf): person_a_1.jpg face 0 {field}: NaN" in err
+        assert ref.read_bytes() == good and sorted(p.name for p in out_dir.iterdir()) == ["ref.npz"]

@@ -2,7 +2,8 @@
 
 Subcommands: embed, compare, annotate, evaluate, env, regress (create | check), pack, publish, demo. Exit codes:
 0 success, 1 a failure the command detected (regression, no face, remote verification), 2 a usage error (missing
-file, bad option, unusable model or reference, unreachable hub); expected failures never print a traceback.
+file, bad option, unusable model or reference, unreachable hub) or any other error. No command prints a traceback
+unless -v is given; the hub token is masked in everything printed.
 """
 from __future__ import annotations
 
@@ -55,28 +56,49 @@ def _logging(verbose: bool) -> Iterator[None]:
         ours.propagate = saved[2]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (also for ``--help`` and usage errors)."""
+def _one_line(text: str, limit: int = 600) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_message(exc: BaseException) -> str:
+    """What the user reads: our own errors as they are, anything unexpected with its type and the ``-v`` hint."""
     from ..errors import FaceMaskError
 
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, argparse usage errors
-        return int(exc.code or 0)
-    args.verbose = getattr(args, "verbose", False)
-    with _logging(args.verbose):
+    if isinstance(exc, (UsageError, FaceMaskError, OSError)):  # OSError: unreadable/unwritable files of the user
+        return _one_line(str(exc) or type(exc).__name__)
+    return _one_line(f"{type(exc).__name__}: {exc}") + " (rerun with -v for the traceback)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (also for ``--help`` and usage errors).
+
+    No exception escapes: our own errors and file errors print one line and exit 2, anything unexpected prints
+    its type and message on one line and exits 2 (the traceback only with ``-v``). The hub token is masked in
+    everything the command prints.
+    """
+    from ..token_scrubbing import scrubbed_output
+
+    with scrubbed_output():
+        parser = build_parser()
         try:
-            return int(args.handler(args))
-        except (UsageError, FaceMaskError, OSError) as exc:  # OSError: unreadable/unwritable files given by the user
-            command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
-            if args.verbose:
-                traceback.print_exc()
-            print(f"facemask {command}: error: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("facemask: interrupted", file=sys.stderr)
-            return 130
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, argparse usage errors
+            return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
+        args.verbose = getattr(args, "verbose", False)
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        with _logging(args.verbose):
+            try:
+                return int(args.handler(args))
+            except KeyboardInterrupt:
+                print("facemask: interrupted", file=sys.stderr)
+                return 130
+            except Exception as exc:  # noqa: BLE001 - the command line never shows a traceback unless asked (-v)
+                if args.verbose:
+                    traceback.print_exc()
+                print(f"facemask {command}: error: {_error_message(exc)}", file=sys.stderr)
+                return 2
 
 
 __all__ = ["build_parser", "main"]

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import KEEP, UsageError, add_command, add_model_options, expand_inputs, open_preprocessor
+from .common import KEEP, UsageError, add_command, add_model_options, check_output_file, expand_inputs, open_preprocessor
 
 DESCRIPTION = """Draw every detected face (box, score, five landmarks) into OUT, and write each face's aligned
 112x112 crop as OUT_face<i>.png beside it (what the recognizer sees). Only the detector loads, not the recognizer."""
@@ -25,9 +25,13 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..annotate import annotate_image
 
+    from ..drawing import can_write_image
+
     expand_inputs([args.image])
-    if not Path(args.out).suffix:
-        raise UsageError(f"--out {args.out!r} needs an image suffix such as .png or .jpg")
+    if not can_write_image(args.out):
+        raise UsageError(f"--out {args.out!r} needs an image suffix such as .png or .jpg "
+                         f"(got {Path(args.out).suffix or 'none'!r})")
+    check_output_file(args.out, "--out")
     preprocessor = open_preprocessor(args, max_faces=KEEP if args.largest else None)
     max_faces = preprocessor.settings.max_faces if args.largest else None
     try:

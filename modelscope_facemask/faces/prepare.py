@@ -7,6 +7,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from ..errors import FaceMaskError, FacePreparationError
 from .align import warp_faces
 from .choose import choose_faces
 from .detections import Detections
@@ -59,3 +60,44 @@ def prepare_faces(
         crops = warp_faces(image, chosen.landmarks.astype(np.float64))
         prepared.append(PreparedFaces(chosen, crops))
     return prepared
+
+
+def preparation_error(exc: BaseException, label: str) -> FaceMaskError:
+    """``exc`` if it is one of ours, else a :class:`FacePreparationError` naming the image, chained to ``exc``."""
+    if isinstance(exc, FaceMaskError):
+        return exc
+    error = FacePreparationError(
+        f"face detection or alignment failed for image {label} ({type(exc).__name__}: {exc}); the other images "
+        "are unaffected. Check the image (or downscale it on MemoryError); if it is valid, please report it"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def prepare_faces_each(
+    images_rgb: Sequence[np.ndarray],
+    labels: Sequence[str],
+    detector: FaceDetector | None,
+    *,
+    max_faces: int | None = 1,
+    min_face_size: float = 10.0,
+) -> list[PreparedFaces | FaceMaskError]:
+    """:func:`prepare_faces`, but an image that fails gets its error in its slot instead of sinking the others.
+
+    The batched call runs first; only if it raises does each image run alone, so that the culprit is found.
+    """
+    def run(images: Sequence[np.ndarray]) -> list[PreparedFaces]:
+        return prepare_faces(images, detector, max_faces=max_faces, min_face_size=min_face_size)
+
+    try:
+        return list(run(images_rgb))
+    except Exception as exc:
+        if len(images_rgb) == 1:
+            return [preparation_error(exc, labels[0])]
+    results: list[PreparedFaces | FaceMaskError] = []
+    for image, label in zip(images_rgb, labels):
+        try:
+            results.append(run([image])[0])
+        except Exception as exc:
+            results.append(preparation_error(exc, label))
+    return results

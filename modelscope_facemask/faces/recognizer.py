@@ -2,14 +2,16 @@
 
 Reference pre-processing (``MaskFaceRecognitionPipeline.preprocess``): RGB, CHW, ``(x / 255 - 0.5) / 0.5`` in float64
 then float32; forward; ``emb /= sqrt(sum(emb ** 2))`` in float32. Here the per-pixel mapping is one exact 256-entry
-lookup table and crops run in batches.
+lookup table and crops run in batches. A non-finite embedding (NaN/Inf weights or activations, or an all-zero
+network output, which normalises to 0/0) is never returned: :meth:`FaceRecognizer.embed` raises
+:class:`~modelscope_facemask.errors.EmbeddingError`, :meth:`FaceRecognizer.embed_rows` reports it per row.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..errors import ConfigurationError, ImageLoadError
+from ..errors import ConfigurationError, EmbeddingError, ImageLoadError
 from ..nets.iresnet import IResNet
 
 #: uint8 value -> network input, computed exactly as the reference does (float64 then float32)
@@ -46,8 +48,11 @@ class FaceRecognizer:
         self.input_size = net.input_size
 
     @torch.inference_mode()
-    def embed(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
-        """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 L2-normalised embeddings."""
+    def embed_rows(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 112, 112, 3) uint8 RGB aligned crops -> ((N, 512) float32 L2-normalised embeddings, (N,) bool finite).
+
+        Rows that are not finite are set to zero and marked False: callers must not use them.
+        """
         crops_rgb = np.asarray(crops_rgb)
         size = self.input_size
         if crops_rgb.dtype != np.uint8 or crops_rgb.ndim != 4 or crops_rgb.shape[1:] != (size, size, 3):
@@ -60,4 +65,25 @@ class FaceRecognizer:
         for start in range(0, len(crops_rgb), step):
             batch = crops_to_tensor(crops_rgb[start : start + step]).to(self.device)
             out.append(self.net(batch).float().cpu().numpy())
-        return l2_normalise(np.concatenate(out))
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            embeddings = l2_normalise(np.concatenate(out))
+        finite = np.isfinite(embeddings).all(axis=1)
+        embeddings[~finite] = 0.0
+        return embeddings, finite
+
+    def embed(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 L2-normalised embeddings.
+
+        Raises :class:`EmbeddingError` when any embedding is not finite.
+        """
+        embeddings, finite = self.embed_rows(crops_rgb, batch_size=batch_size)
+        if not finite.all():
+            raise EmbeddingError(non_finite_message(np.flatnonzero(~finite).tolist(), len(finite)))
+        return embeddings
+
+
+def non_finite_message(rows: list[int], total: int, what: str = "") -> str:
+    """The error text for faces whose embeddings are not finite (``rows`` of ``total``)."""
+    where = f" of {what}" if what else ""
+    return (f"the recognizer produced a non-finite embedding (NaN or Inf) for face(s) {rows} of {total}{where}; "
+            "the weights or the computation are broken (check the weights file; try device='cpu' in fp32)")

@@ -12,8 +12,8 @@ from modelscope.utils.constant import Tasks
 
 from ..checkpoints import find_weights_file, load_weights, read_state_dict
 from ..configuration import CONFIGURATION_FILE, facemask_settings, read_configuration
-from ..devices import resolve_device
-from ..faces.recognizer import FaceRecognizer
+from ..devices import check_device_type, resolve_device
+from ..faces.recognizer import FaceRecognizer, positive_batch_size
 from ..log import logger
 from ..manifest import verify_manifest
 from ..metainfo import Models
@@ -26,6 +26,8 @@ class FaceMaskModel(TorchModel):
     """FaceMask recognizer: aligned 112x112 RGB uint8 crops -> (N, 512) L2-normalised float32 embeddings."""
 
     def __init__(self, model_dir: str, device: str | torch.device | None = "gpu", batch_size: int = 32, **kwargs: Any) -> None:
+        check_device_type(device)
+        batch_size = positive_batch_size(batch_size)
         super().__init__(model_dir)
         settings = facemask_settings(read_configuration(model_dir))
         weights = find_weights_file(model_dir)
@@ -51,11 +53,17 @@ class FaceMaskModel(TorchModel):
         self.recognizer.device = self.device_used
 
     def embed(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
-        """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 unit rows."""
+        """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 unit rows; :class:`EmbeddingError` when any
+        embedding is not finite."""
         return self.recognizer.embed(crops_rgb, batch_size=batch_size)
 
+    def embed_rows(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and a per-row "finite" flag (rows flagged False are zeros and must not be used)."""
+        return self.recognizer.embed_rows(crops_rgb, batch_size=batch_size)
+
     def forward(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """``{'img': (N, 112, 112, 3) uint8 RGB crops}`` -> ``{'img_embedding': (N, 512)}``."""
+        """``{'img': (N, 112, 112, 3) uint8 RGB crops}`` -> ``{'img_embedding': (N, 512)}`` (raises
+        :class:`EmbeddingError` rather than return a non-finite embedding)."""
         crops = inputs["img"]
         if isinstance(crops, torch.Tensor):
             crops = crops.cpu().numpy()

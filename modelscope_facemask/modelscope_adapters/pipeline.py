@@ -2,7 +2,9 @@
 
 Output per image (rows aligned, original-image pixels): ``img_embedding`` float32 (N, 512) unit rows,
 ``scores`` (N,), ``boxes`` (N, 4) ``[x1, y1, x2, y2]``, ``keypoints`` (N, 10). No face: N = 0. A list input gives
-a list of such dicts, computed in batches; an item that cannot be loaded gets N = 0 and an ``error`` message.
+a list of such dicts, computed in batches; an item that cannot be loaded, or whose embedding is not finite, gets
+N = 0 and an ``error`` message. Keyword arguments are checked by :mod:`.keywords` (wrong types raise
+``ConfigurationError``; unknown names are a WARNING at construction and an ``UnknownOptionError`` per call).
 """
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ from modelscope.pipelines.builder import PIPELINES
 from modelscope.utils.constant import Tasks
 
 from ..devices import resolve_device
-from ..errors import FaceMaskError
+from ..errors import EmbeddingError, UnknownOptionError
+from ..faces.images import describe_source
 from ..faces.prepare import PreparedFaces
+from ..faces.recognizer import non_finite_message
 from ..log import logger
 from ..metainfo import Pipelines
 from ..model_dirs import local_model_dir
+from .keywords import MODELSCOPE_PIPELINE_KEYWORDS, PIPELINE_OPTIONS, check_call_options, check_option, \
+    unknown_keyword_message
 from .model import FaceMaskModel
 from .preprocessor import _KEEP, FaceMaskPreprocessor
 
@@ -47,7 +53,8 @@ class FaceMaskPipeline(Pipeline):
     Keyword arguments: ``device`` ('gpu' (default, falls back to CPU with a warning), 'cpu', 'cuda', 'cuda:N'),
     ``use_det`` (False = resize the whole image to 112x112 like the built-in), ``max_faces`` (1 = the largest face;
     None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer).
-    ``use_det``, ``max_faces`` and ``batch_size`` may also be given per call.
+    ``use_det``, ``max_faces`` and ``batch_size`` may also be given per call. Unknown keywords are logged at WARNING
+    (naming the closest option) and ignored, except those ModelScope itself passes.
     """
 
     def __init__(
@@ -61,6 +68,12 @@ class FaceMaskPipeline(Pipeline):
         batch_size: int = 32,
         **kwargs: Any,
     ) -> None:
+        use_det = check_option("use_det", use_det)
+        if max_faces is not _KEEP:
+            check_option("max_faces", max_faces)
+        batch_size = check_option("batch_size", batch_size)
+        detector_model = check_option("detector_model", detector_model)
+        kwargs = _modelscope_keywords(kwargs)
         self.device_used = resolve_device(device)
         if isinstance(model, FaceMaskModel):
             model_dir = model.model_dir
@@ -81,7 +94,7 @@ class FaceMaskPipeline(Pipeline):
                                "ignored (set them on the preprocessor, or per call: use_det, max_faces)")
             if preprocessor.device_used != self.device_used:
                 preprocessor.use_device(self.device_used)
-        kwargs.pop("model_revision", None)
+        kwargs.pop("model_revision", None)  # already used to download the model
         device_name = "cpu" if self.device_used.type == "cpu" else f"cuda:{self.device_used.index or 0}"
         super().__init__(model=model, preprocessor=preprocessor, device=device_name, **kwargs)
         logger.info("FaceMask pipeline runs on %s in fp32", self.device_used)
@@ -92,19 +105,41 @@ class FaceMaskPipeline(Pipeline):
         return str(self.device_used)
 
     def __call__(self, input: Any, *args: Any, **kwargs: Any) -> dict[str, np.ndarray] | list[dict[str, Any]]:
-        """One input -> one output dict (a bad input raises); a list -> a list of dicts (bad items carry ``error``)."""
+        """One input -> one output dict (a bad input raises); a list -> a list of dicts (bad items carry ``error``).
+
+        Per-call keywords: ``use_det``, ``max_faces``, ``batch_size``; anything else raises ``UnknownOptionError``.
+        """
+        if args:
+            raise UnknownOptionError(f"FaceMaskPipeline takes one input (an image or a list of images) and keyword "
+                                     f"options; got {len(args)} extra positional argument(s): pass options by name "
+                                     "(use_det=..., max_faces=..., batch_size=...)")
+        preprocess_params, forward_params, _ = self._sanitize_parameters(**kwargs)
+        options = {**preprocess_params, **forward_params}
         if isinstance(input, (list, tuple)):
-            return self.run_batch(list(input), **kwargs)
-        return self.run_batch([input], raise_errors=True, **kwargs)[0]
+            return self.run_batch(list(input), **options)
+        return self.run_batch([input], raise_errors=True, **options)[0]
+
+    def _sanitize_parameters(self, **pipeline_parameters: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """Per-call keywords split as ModelScope's ``Pipeline.__call__`` expects: (preprocess: ``use_det``,
+        ``max_faces``; forward: ``batch_size``; postprocess: none), type-checked; unknown names raise."""
+        options = check_call_options(pipeline_parameters)
+        preprocess = {k: v for k, v in options.items() if k in ("use_det", "max_faces")}
+        forward = {k: v for k, v in options.items() if k == "batch_size"}
+        return preprocess, forward, {}
 
     def run_batch(self, inputs: list[Any], *, use_det: bool | None = None, max_faces: int | None | object = _KEEP,
                   batch_size: int | None = None, raise_errors: bool = False) -> list[dict[str, Any]]:
         """Process many inputs in chunks of :data:`IMAGES_PER_CHUNK` (bounded memory): per chunk, detection batched
         per image size, then one batched recognizer pass.
 
-        An input that cannot be loaded gives an empty output with an ``error`` message (or raises with
-        ``raise_errors=True``); the other inputs are unaffected.
+        An input that cannot be loaded, or whose embedding is not finite, gives an empty output with an ``error``
+        message (or raises with ``raise_errors=True``); the other inputs are unaffected.
         """
+        given = {"use_det": use_det, "batch_size": batch_size}
+        if max_faces is not _KEEP:
+            given["max_faces"] = max_faces
+        given = check_call_options(given)
+        use_det, batch_size = given["use_det"], given["batch_size"]
         outputs: list[dict[str, Any]] = []
         for start in range(0, len(inputs), IMAGES_PER_CHUNK):
             chunk = inputs[start : start + IMAGES_PER_CHUNK]
@@ -116,39 +151,75 @@ class FaceMaskPipeline(Pipeline):
         prepared = self.preprocessor.prepare(inputs, use_det=use_det, max_faces=max_faces)
         faces = [p for p in prepared if isinstance(p, PreparedFaces)]
         if raise_errors and len(faces) < len(prepared):
-            raise next(p for p in prepared if isinstance(p, FaceMaskError))
+            raise next(p for p in prepared if not isinstance(p, PreparedFaces))
         crops = np.concatenate([p.crops for p in faces]) if faces else np.zeros((0, 112, 112, 3), np.uint8)
-        embeddings = self.model.embed(crops, batch_size=batch_size)
+        embeddings, finite = self.model.embed_rows(crops, batch_size=batch_size)
         outputs: list[dict[str, Any]] = []
         start = 0
-        for item in prepared:
-            if isinstance(item, FaceMaskError):
+        for source, item in zip(inputs, prepared):
+            if not isinstance(item, PreparedFaces):
                 logger.warning("skipped input: %s", item)
                 outputs.append({**empty_output(embeddings.shape[1]), ERROR_KEY: str(item)})
                 continue
             count = len(item)
+            rows = slice(start, start + count)
+            start += count
+            if not finite[rows].all():  # never hand out NaN/Inf rows: the whole image is an error
+                error = EmbeddingError(non_finite_message(np.flatnonzero(~finite[rows]).tolist(), count,
+                                                          describe_source(source)))
+                if raise_errors:
+                    raise error
+                logger.warning("skipped input: %s", error)
+                outputs.append({**empty_output(embeddings.shape[1]), ERROR_KEY: str(error)})
+                continue
             outputs.append({
-                OutputKeys.IMG_EMBEDDING: embeddings[start : start + count],
+                OutputKeys.IMG_EMBEDDING: embeddings[rows],
                 OutputKeys.SCORES: item.detections.scores,
                 OutputKeys.BOXES: item.detections.boxes,
                 OutputKeys.KEYPOINTS: item.detections.landmarks,
             })
-            start += count
         return outputs
 
-    # ModelScope's abstract stages, for callers that drive a pipeline stage by stage
+    # ModelScope's stages, as its base ``Pipeline._process_single`` drives them (also what ``Pipeline.__call__``
+    # does for one input): preprocess -> collate (numpy -> torch on the pipeline's device) -> forward -> postprocess.
+    # The result equals ``self(input)``. (ModelScope's ``_process_batch`` slices one row per input, which cannot hold
+    # a variable number of faces: lists go through ``self(list)``.)
     def preprocess(self, input: Any, **kwargs: Any) -> dict[str, np.ndarray]:
-        return self.preprocessor(input, **kwargs)
+        """One image -> ``{'img': crops, 'boxes', 'scores', 'keypoints'}`` (per-call ``use_det``/``max_faces``)."""
+        options = check_call_options(kwargs)
+        if "batch_size" in options:
+            raise UnknownOptionError("preprocess takes use_det and max_faces; batch_size belongs to forward")
+        return self.preprocessor(input, **options)
 
     def forward(self, input: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        out = dict(input)
-        out[OutputKeys.IMG_EMBEDDING] = self.model.embed(np.asarray(input["img"]))
+        """Preprocessed (possibly collated to tensors) faces -> the same dict as numpy, plus ``img_embedding``.
+
+        Raises :class:`EmbeddingError` rather than return a non-finite embedding."""
+        options = check_call_options(kwargs)
+        if set(options) - {"batch_size"}:
+            raise UnknownOptionError("forward takes batch_size only; use_det and max_faces belong to preprocess")
+        out = {key: _numpy(value) for key, value in input.items()}
+        out[OutputKeys.IMG_EMBEDDING] = self.model.embed(out["img"], batch_size=options.get("batch_size"))
         return out
 
     def postprocess(self, inputs: dict[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
-        return {
-            OutputKeys.IMG_EMBEDDING: inputs[OutputKeys.IMG_EMBEDDING],
-            OutputKeys.SCORES: inputs["scores"],
-            OutputKeys.BOXES: inputs["boxes"],
-            OutputKeys.KEYPOINTS: inputs["keypoints"],
-        }
+        """The output contract: four float32 arrays, rows aligned."""
+        if kwargs:
+            raise UnknownOptionError(f"postprocess takes no options, got {sorted(kwargs)}")
+        keys = {OutputKeys.IMG_EMBEDDING: OutputKeys.IMG_EMBEDDING, OutputKeys.SCORES: "scores",
+                OutputKeys.BOXES: "boxes", OutputKeys.KEYPOINTS: "keypoints"}
+        return {key: np.asarray(_numpy(inputs[source]), np.float32) for key, source in keys.items()}
+
+
+def _numpy(value: Any) -> Any:
+    """A tensor (ModelScope's collate moves arrays to torch on the pipeline's device) back to numpy."""
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+
+def _modelscope_keywords(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keywords ModelScope passes (kept, quietly); every other one is logged at WARNING and dropped."""
+    known = set(PIPELINE_OPTIONS) | {"model", "preprocessor"}
+    for name in kwargs:
+        if name not in MODELSCOPE_PIPELINE_KEYWORDS:
+            logger.warning("%s; it is ignored", unknown_keyword_message(name, known, "FaceMaskPipeline"))
+    return {k: v for k, v in kwargs.items() if k in MODELSCOPE_PIPELINE_KEYWORDS}

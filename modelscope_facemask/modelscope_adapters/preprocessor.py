@@ -20,13 +20,14 @@ from ..configuration import (
 from ..devices import resolve_device
 from ..errors import FaceMaskError
 from ..faces.choose import validate_max_faces
-from ..faces.detector import FaceDetector, check_detectable
-from ..faces.images import describe_source, load_image
-from ..faces.prepare import PreparedFaces, prepare_faces
+from ..faces.detector import FaceDetector, check_detectable, resize_factor
+from ..faces.images import as_image_error, describe_source, load_image
+from ..faces.prepare import PreparedFaces, prepare_faces_each
 from ..log import logger
 from ..manifest import verify_manifest
 from ..metainfo import Preprocessors
 from ..model_dirs import local_model_dir
+from .keywords import check_detector_model, check_min_face_size, check_use_det
 
 _KEEP = object()
 
@@ -47,17 +48,19 @@ class FaceMaskPreprocessor(Preprocessor):
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode)
+        use_det, min_face_size = check_use_det(use_det), check_min_face_size(min_face_size)
+        detector = check_detector_model(detector, where="detector")
+        self.device_used = resolve_device(device)
         self.model_dir = model_dir
         base = facemask_settings(read_configuration(model_dir)) if model_dir else FaceMaskSettings()
         self.settings = FaceMaskSettings(
             detector=detector or base.detector,
             units=base.units,
             max_faces=base.max_faces if max_faces is _KEEP else max_faces,  # type: ignore[arg-type]
-            use_det=base.use_det if use_det is None else bool(use_det),
-            min_face_size=base.min_face_size if min_face_size is None else float(min_face_size),
+            use_det=base.use_det if use_det is None else use_det,
+            min_face_size=base.min_face_size if min_face_size is None else min_face_size,
         )
         validate_max_faces(self.settings.max_faces)
-        self.device_used = resolve_device(device)
         self._detector: FaceDetector | None = None
         if self.settings.use_det:
             _ = self.detector  # load now, so that a bad detector fails at construction, not at the first image
@@ -90,28 +93,42 @@ class FaceMaskPreprocessor(Preprocessor):
     def prepare(
         self, inputs: Sequence[Any], *, use_det: bool | None = None, max_faces: int | None | object = _KEEP
     ) -> list[PreparedFaces | FaceMaskError]:
-        """Prepare many images in one batch; an input that fails yields its error in its slot, the rest go on."""
-        use_det = self.settings.use_det if use_det is None else bool(use_det)
+        """Prepare many images; an input that fails yields its error in its slot, the rest go on.
+
+        Any exception while reading one input or finding its faces becomes that slot's error: our own classes as
+        they are, anything else as ``ImageLoadError`` (reading) or ``FacePreparationError`` (detection,
+        alignment), chained to the cause. Images that detection downsizes (longer side > 1500 px), and all images
+        when ``use_det`` is off, are prepared as soon as they are loaded, so at most one of them is held at a time;
+        the others are detected together, batched per size.
+        """
+        use_det = self.settings.use_det if use_det is None else check_use_det(use_det)
         max_faces = self.settings.max_faces if max_faces is _KEEP else max_faces
         validate_max_faces(max_faces)
-        results: list[PreparedFaces | FaceMaskError | None] = [None] * len(inputs)
         detector = self.detector if use_det else None
+        options = {"max_faces": max_faces, "min_face_size": self.settings.min_face_size}
+        results: list[PreparedFaces | FaceMaskError | None] = [None] * len(inputs)
         images, slots = [], []
         for i, item in enumerate(inputs):
+            label = describe_source(item)
             try:
                 image = load_image(item)
                 if detector is not None:
-                    check_detectable(image, detector.settings, label=describe_source(item))
-            except FaceMaskError as exc:
-                results[i] = exc
+                    check_detectable(image, detector.settings, label=label)
+            except Exception as exc:  # never let one input sink the list
+                results[i] = as_image_error(exc, item)
+                continue
+            if detector is None or resize_factor(*image.shape[:2], detector.settings) != 1.0:
+                results[i] = prepare_faces_each([image], [label], detector, **options)[0]
+                del image
                 continue
             images.append(image)
             slots.append(i)
-        faces = prepare_faces(images, detector, max_faces=max_faces, min_face_size=self.settings.min_face_size)
-        for i, prepared in zip(slots, faces):
-            if len(prepared) == 0:
-                logger.info("no face found in %s", describe_source(inputs[i]))
+        batched = prepare_faces_each(images, [describe_source(inputs[i]) for i in slots], detector, **options)
+        for i, prepared in zip(slots, batched):
             results[i] = prepared
+        for item, prepared in zip(inputs, results):
+            if isinstance(prepared, PreparedFaces) and len(prepared) == 0 and detector is not None:
+                logger.info("no face found in %s", describe_source(item))
         return results  # type: ignore[return-value]
 
     def __call__(self, data: Any, **kwargs: Any) -> dict[str, np.ndarray]:

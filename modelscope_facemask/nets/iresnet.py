@@ -95,7 +95,3 @@ def iresnet286(*, num_features: int = 512) -> IResNet:
     """The FaceMask backbone: 252 layers (stages 6/21/66/6), 124.4 M parameters, 1,324 state-dict tensors."""
     return iresnet(252, num_features=num_features)
 
-
-def iresnet_small(units: Sequence[int] = (1, 1, 1, 1), *, num_features: int = 512) -> IResNet:
-    """A small configuration of the same class for fast tests (default one unit per stage)."""
-    return IResNet(units, num_features=num_features)

@@ -20,6 +20,14 @@ Write side (``HubApi.upload_folder`` / ``push_model`` / ``create_repo``)
   ``POST /api/v1/repos/models/{o}/{n}/commit/{rev}``        ``actions`` with inline base64 or LFS pointers
   ``POST /api/v1/login``, ``GET /openapi/v1/users/me``      only so that ``HubApi().login(token)`` works
 
+Faults, for tests of error handling (each matches requests by method and a regular expression on the path; a
+``times`` limit makes a fault transient; :attr:`HubEmulator.fault_hits` counts the requests each fault answered):
+  :meth:`HubEmulator.fail_requests`    an HTTP status (default 500) with a JSON error body
+  :meth:`HubEmulator.truncate_file`    a file download announces its full ``Content-Length`` but the connection is
+                                       closed after ``keep_bytes`` bytes
+  :meth:`HubEmulator.corrupt_listing`  the file listing reports a wrong ``Sha256`` (and/or ``Size``) for a file
+  :meth:`HubEmulator.clear_faults`     a healthy hub again
+
 Repositories live as plain folders ``root/<owner>/<name>/<files>``; only the revision ``master`` exists. With
 ``token=...`` every write (and ``users/me``) needs that token as ``Authorization: Bearer`` or the ``m_session_id``
 cookie (the client sends both); reads stay anonymous. Anything else is answered with a JSON 404 naming the request.
@@ -81,6 +89,22 @@ class HubCommit:
     actions: list[tuple[str, str, str]] = field(default_factory=list)  # (action, path, type)
 
 
+@dataclass
+class HubFault:
+    """One injected fault: ``kind`` is ``status``, ``truncate`` or ``listing``; ``times`` = None for always."""
+
+    kind: str
+    method: str | None
+    pattern: re.Pattern[str]
+    times: int | None
+    status: int = 500
+    file_path: str | None = None
+    keep_bytes: int | None = None
+    sha256: str | None = None
+    size: int | None = None
+    hits: int = 0
+
+
 class _HubError(Exception):
     def __init__(self, status: int, message: str, code: int | str | None = None) -> None:
         super().__init__(message)
@@ -118,6 +142,7 @@ class HubEmulator:
         self._log_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._meta: dict[str, dict[str, Any]] = {}
+        self._faults: list[HubFault] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -135,7 +160,7 @@ class HubEmulator:
         if self._server is not None:
             return self
         handler = type("_BoundHandler", (_Handler,), {"hub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _QuietServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="hub-emulator", daemon=True)
         self._thread.start()
@@ -158,6 +183,59 @@ class HubEmulator:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    # ------------------------------------------------------------------ faults
+    def fail_requests(self, pattern: str, *, status: int = 500, method: str | None = None,
+                      times: int | None = None) -> HubFault:
+        """Answer requests whose path matches the regular expression ``pattern`` (``re.search``; ``method`` None =
+        any) with HTTP ``status`` and a JSON error body, the first ``times`` times (None = always)."""
+        return self._add_fault(HubFault("status", method, re.compile(pattern), times, status=status))
+
+    def truncate_file(self, repo_id: str, file_path: str, *, keep_bytes: int | None = None,
+                      times: int | None = None) -> HubFault:
+        """Downloads of ``file_path`` in ``repo_id`` (GET, also ranged) send the full ``Content-Length`` but only
+        ``keep_bytes`` bytes of the body (default: half) and then close the connection."""
+        pattern = re.compile(rf"^/api/v1/models/{re.escape(repo_id)}/repo$")
+        return self._add_fault(HubFault("truncate", "GET", pattern, times, file_path=_repo_file_path(file_path),
+                                        keep_bytes=keep_bytes))
+
+    def corrupt_listing(self, repo_id: str, file_path: str, *, sha256: str | None = "0" * 64,
+                        size: int | None = None, times: int | None = None) -> HubFault:
+        """The file listing of ``repo_id`` reports ``sha256`` (default: 64 zeros) and, when given, ``size`` for
+        ``file_path`` instead of the true values; the file itself is served unchanged."""
+        pattern = re.compile(rf"^/api/v1/models/{re.escape(repo_id)}/repo/files$")
+        return self._add_fault(HubFault("listing", "GET", pattern, times, file_path=_repo_file_path(file_path),
+                                        sha256=sha256, size=size))
+
+    def clear_faults(self) -> None:
+        """Remove every injected fault."""
+        with self._log_lock:
+            self._faults.clear()
+
+    @property
+    def fault_hits(self) -> list[int]:
+        """How many requests each injected fault answered, in the order they were added."""
+        with self._log_lock:
+            return [f.hits for f in self._faults]
+
+    def _add_fault(self, fault: HubFault) -> HubFault:
+        with self._log_lock:
+            self._faults.append(fault)
+        return fault
+
+    def _take_fault(self, kind: str, method: str, path: str, target: str | None = None) -> HubFault | None:
+        """The first active fault of ``kind`` matching the request (its budget is used up by one)."""
+        with self._log_lock:
+            for fault in self._faults:
+                if fault.kind != kind or (fault.method is not None and fault.method != method):
+                    continue
+                if not fault.pattern.search(path) or (fault.times is not None and fault.hits >= fault.times):
+                    continue
+                if fault.file_path is not None and fault.file_path != target:
+                    continue
+                fault.hits += 1
+                return fault
+        return None
 
     # ------------------------------------------------------------------ repositories
     def repo_dir(self, repo_id: str) -> Path:
@@ -298,6 +376,16 @@ class HubEmulator:
             self.requests.append(HubRequest(method, path, query))
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up (ModelScope abandoning a download it rejected) is not an emulator failure."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     hub: HubEmulator
     protocol_version = "HTTP/1.1"
@@ -367,12 +455,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         self._request_id = uuid.uuid4().hex
         url = urlsplit(self.path)
-        path = unquote(url.path)
+        path = self._path = unquote(url.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         self.hub._log(self.command, path, query)
         body = self._read_body() if self.command in ("POST", "PUT") else b""
         openapi = path.startswith("/openapi/")
         try:
+            fault = self.hub._take_fault("status", self.command, path)
+            if fault is not None:
+                raise _HubError(fault.status, f"emulated fault: HTTP {fault.status} on {self.command} {path}")
             self._route(self.command, path, query, body)
         except _HubError as exc:
             self._error(exc, openapi)
@@ -425,7 +516,12 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and tail == ["repo", "files"]:
             hub._check_revision(query.get("Revision"))
             recursive = query.get("Recursive", "False").lower() == "true"
-            return self._legacy_ok({"Files": hub._listing(folder, recursive, query.get("Root"))})
+            files = hub._listing(folder, recursive, query.get("Root"))
+            for entry in files:
+                fault = hub._take_fault("listing", method, self._path, entry["Path"]) if entry["Type"] == "blob" else None
+                if fault is not None:
+                    entry.update({k: v for k, v in (("Sha256", fault.sha256), ("Size", fault.size)) if v is not None})
+            return self._legacy_ok({"Files": files})
         if method in ("GET", "HEAD") and tail == ["repo"]:
             hub._check_revision(query.get("Revision"))
             return self._send_file(folder, _repo_file_path(query.get("FilePath", "")), head=method == "HEAD")
@@ -458,6 +554,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
+        fault = self.hub._take_fault("truncate", "GET", self._path, rel)
+        if fault is not None:  # promise `length` bytes, send fewer, hang up
+            length = min(length - 1, length // 2 if fault.keep_bytes is None else fault.keep_bytes)
+            self.close_connection = True
         with target.open("rb") as fh:
             fh.seek(start)
             remaining = length
@@ -487,9 +587,6 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch()
 
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch()
-
     def do_PUT(self) -> None:  # noqa: N802
         self._request_id = uuid.uuid4().hex
         url = urlsplit(self.path)
@@ -497,6 +594,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub._log("PUT", unquote(url.path), query)
         self._blob_body = self._read_body()
         try:
+            fault = self.hub._take_fault("status", "PUT", unquote(url.path))
+            if fault is not None:
+                raise _HubError(fault.status, f"emulated fault: HTTP {fault.status} on PUT {unquote(url.path)}")
             self._put_blob()
         except _HubError as exc:
             self._error(exc, openapi=False)

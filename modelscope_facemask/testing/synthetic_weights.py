@@ -1,7 +1,7 @@
 """Deterministic, *untrained* weights in the official formats, for tests and the offline demo.
 
 Every value comes from numpy's PCG64 uniform stream (stable across machines and numpy versions), then BatchNorm
-running statistics are calibrated by one train-mode pass over deterministic, spatially smooth images (with
+running statistics are calibrated by one float64 train-mode pass over deterministic, spatially smooth images (with
 default statistics a deep residual net saturates and all embeddings collapse) and rounded to float16 precision
 so that last-bit differences between machines do not change the file. Embeddings from these weights are
 meaningless as identities; they are valid, distinct and sensitive to their input.
@@ -62,15 +62,19 @@ def seeded_init_(module: nn.Module, seed: int) -> nn.Module:
 
 @torch.no_grad()
 def calibrate_batchnorm_(module: nn.Module, batch: torch.Tensor) -> nn.Module:
-    """Set every BatchNorm's running statistics to those of ``batch`` (one train-mode pass), float16-rounded."""
+    """Set every BatchNorm's running statistics to those of ``batch`` (one float64 train-mode pass), float16-rounded.
+
+    The pass runs in float64 so that the rounded statistics, and hence the saved files, are bit-identical on every
+    CPU (float32 passes differ in the last bits between CPU kinds, which float16 rounding does not always absorb)."""
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
-    module.train()
-    module(batch)
-    module.eval()
+    dtype = next(module.parameters()).dtype
+    module.double().train()  # float64: machine-dependent summation order stays far below the float16 rounding
+    module(batch.double())
+    module.eval().to(dtype)
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
         m.running_mean.copy_(m.running_mean.half().float())

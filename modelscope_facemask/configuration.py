@@ -1,7 +1,8 @@
 """Reading a FaceMask model folder's configuration.json into typed settings.
 
 Two shapes are accepted: the official hub card (often only ``framework``, ``task`` and ``pipeline.type``) and this
-project's card, which may add ``model`` (``type: facemask``, optional ``backbone.units``) and ``preprocessor``
+project's card, which may add ``model`` (``type: facemask``, optional ``backbone.units``, optional ``precision``:
+``fp32`` (default), ``fp16`` or ``bf16``, for the recognizer and the detector alike) and ``preprocessor``
 (``detector``: a hub id or a folder inside the model repo; ``max_faces``; ``use_det``).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .errors import ConfigurationError
 from .faces.choose import validate_max_faces
 from .model_dirs import is_hub_id, local_model_dir
 from .nets.iresnet import DEPTH_UNITS
+from .precision import DEFAULT_PRECISION, PRECISIONS
 
 CONFIGURATION_FILE = "configuration.json"
 #: the detector the FaceMask model card describes (RetinaFace-R50, used by ModelScope up to v1.4)
@@ -34,6 +36,7 @@ class FaceMaskSettings:
     max_faces: int | None = 1
     use_det: bool = True
     min_face_size: float = 10.0
+    precision: str = DEFAULT_PRECISION
 
 
 def read_configuration(model_dir: str | os.PathLike) -> dict[str, Any]:
@@ -139,12 +142,17 @@ def facemask_settings(config: dict[str, Any]) -> FaceMaskSettings:
         raise ConfigurationError("preprocessor.detector must be a RetinaFace hub id ('owner/name') or a folder "
                                  f"inside the model repository, got {_excerpt(detector)}")
     check_repository_detector(detector)
+    precision = model.get("precision", DEFAULT_PRECISION)
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ConfigurationError("model.precision must be " + ", ".join(f'"{p}"' for p in PRECISIONS)
+                                 + f" (lower case), got {_excerpt(precision)}")
     return FaceMaskSettings(
         detector=detector,
         units=tuple(units),  # type: ignore[arg-type]
         max_faces=max_faces,
         use_det=use_det,
         min_face_size=float(min_face_size),
+        precision=precision,
     )
 
 

@@ -64,3 +64,8 @@ class HubDownloadError(ModelSourceError):
 
 class FacePreparationError(FaceMaskError, RuntimeError):
     """Face detection or alignment failed unexpectedly for one image (chained to the cause); other images go on."""
+
+
+class BatchOutOfMemoryError(FaceMaskError, RuntimeError):
+    """A network ran out of device memory even on a batch of one (batches are halved and retried before that);
+    chained to the out-of-memory error."""

@@ -19,7 +19,7 @@ class UsageError(Exception):
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--detector`` and ``--device``."""
+    """``--model``, ``--detector``, ``--device`` and ``--precision``."""
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"hub id (owner/name) or local model folder (default: {DEFAULT_MODEL})")
     parser.add_argument("--detector", default=None,
@@ -28,6 +28,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="gpu",
                         help="'gpu' (default: CUDA when available, else the CPU with a warning), 'cpu', 'cuda' or "
                              "'cuda:N'")
+    parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
+                        help="network precision: fp32 (default, or the model's configuration.json model.precision), "
+                             "fp16 (CUDA only) or bf16 (slow on CPUs without bf16 hardware)")
 
 
 def is_url(text: str) -> bool:
@@ -85,7 +88,8 @@ def open_pipeline(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any:
 
     model_dir = resolve_model_dir(args.model)
     kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
-    return FaceMaskPipeline(model_dir, device=args.device, detector_model=resolve_detector(args, model_dir), **kwargs)
+    return FaceMaskPipeline(model_dir, device=args.device, detector_model=resolve_detector(args, model_dir),
+                            precision=getattr(args, "precision", None), **kwargs)
 
 
 def untrained_warning(pipeline: Any) -> None:
@@ -103,7 +107,8 @@ def open_preprocessor(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any
 
     model_dir = resolve_model_dir(args.model)
     kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
-    return FaceMaskPreprocessor(model_dir, detector=resolve_detector(args, model_dir), device=args.device, **kwargs)
+    return FaceMaskPreprocessor(model_dir, detector=resolve_detector(args, model_dir), device=args.device,
+                                precision=getattr(args, "precision", None), **kwargs)
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:

@@ -18,16 +18,20 @@ def register(commands: Any) -> None:
                                      "pipeline would run with, and the hub and cache settings (the token is never "
                                      "printed, only whether it is set).")
     parser.add_argument("--device", default="gpu", help="the device to resolve (default 'gpu', as the pipeline)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                        help="the precision to check on that device (default fp32, as the pipeline)")
     parser.add_argument("--check-hub", action="store_true", help="also probe whether the ModelScope hub answers")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
 
 
-def collect(device: str, check_hub: bool) -> dict[str, Any]:
+def collect(device: str, check_hub: bool, precision: str = "fp32") -> dict[str, Any]:
     """Everything ``env`` reports."""
     import torch
 
     from ..devices import resolve_device
+    from ..errors import ConfigurationError
+    from ..precision import check_precision_on_device, cpu_has_bf16, precision_dtype
     from ..hub_probe import hub_reachable, resolve_endpoint
     from ..regress import package_versions, runtime_precision
 
@@ -38,20 +42,26 @@ def collect(device: str, check_hub: bool) -> dict[str, Any]:
         "package_path": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         "cuda": {"available": cuda, "torch_cuda": torch.version.cuda,
                  "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []},
-        "device_requested": device, "device": str(used), "precision": runtime_precision(used),
+        "device_requested": device, "device": str(used),
+        "precision": runtime_precision(used, precision_dtype(precision)), "precision_problem": None,
+        "cpu_bf16": cpu_has_bf16(),
         "torch_threads": torch.get_num_threads(),
         "optional": {name: importlib.util.find_spec(name) is not None for name in OPTIONAL},
         "hub": {"endpoint": resolve_endpoint(), "token_set": bool(os.environ.get("MODELSCOPE_API_TOKEN", "").strip())},
         "caches": {"MODELSCOPE_CACHE": os.environ.get("MODELSCOPE_CACHE", "~/.cache/modelscope (default)"),
                    "FACEMASK_CACHE": os.environ.get("FACEMASK_CACHE", "~/.cache/modelscope-facemask (default)")},
     }
+    try:
+        check_precision_on_device(precision, used)
+    except ConfigurationError as exc:
+        info["precision_problem"] = str(exc)
     if check_hub:
         info["hub"]["reachable"], info["hub"]["probe"] = hub_reachable()
     return info
 
 
 def run(args: argparse.Namespace) -> int:
-    info = collect(args.device, args.check_hub)
+    info = collect(args.device, args.check_hub, args.precision)
     if args.json:
         print(json_text(info, indent=2))
         return 0
@@ -62,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"CUDA: {'available: ' + ', '.join(cuda['devices']) if cuda['available'] else 'not available'} "
           f"(torch built with CUDA {cuda['torch_cuda'] or 'none'})")
     print(f"device: {info['device_requested']!r} -> {info['device']}; precision {info['precision']}; "
-          f"torch threads {info['torch_threads']}")
+          f"torch threads {info['torch_threads']}; CPU bf16 hardware: {'yes' if info['cpu_bf16'] else 'no'}")
+    if info["precision_problem"]:
+        print(f"precision {args.precision!r} is refused here: {info['precision_problem']}")
     missing = [f"{name} (for {use})" for name, use in OPTIONAL.items() if not info["optional"][name]]
     print("optional packages missing: " + (", ".join(missing) if missing else "none"))
     hub = info["hub"]

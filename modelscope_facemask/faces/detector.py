@@ -4,7 +4,9 @@ Per image: if the longer side exceeds 1500 px, resize (float32, bilinear) by 100
 mean (104, 117, 123) from the array in the detector's channel order; run the network; decode with cached anchors;
 threshold 0.9, top-k 5000, NMS 0.4 (``+1`` area convention), keep 750; coordinates back in original pixels.
 Scores stay true scores (the reference divides them by the resize factor too). Images of equal network-input
-size run as one batch (no padding, so outputs equal single-image runs up to float rounding).
+size run as one batch (no padding, so outputs equal single-image runs up to float rounding). In fp16/bf16
+(``precision``) the network's weights are cast once and its raw outputs are cast back to float32 before decoding;
+a batch that runs out of device memory is halved and retried.
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ import torch
 from ..checkpoints import find_weights_file, load_weights, read_state_dict
 from ..errors import ConfigurationError, ImageLoadError
 from ..nets.retinaface import RetinaFace, RetinaFaceConfig
+from ..precision import DEFAULT_PRECISION, check_precision, net_input, prepare_net
 from .anchors import prior_boxes
 from .detections import Detections
+from .out_of_memory import run_halving
 from .postprocess import postprocess_detections
 
 MEAN = (104.0, 117.0, 123.0)
@@ -108,16 +112,19 @@ class FaceDetector:
         device: torch.device | str = "cpu",
         settings: DetectionSettings = DetectionSettings(),
         batch_size: int = 8,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
-        self.net = net.to(self.device).eval()
+        self.precision = check_precision(precision, where="precision") or DEFAULT_PRECISION
+        self.net = prepare_net(net, self.device, self.precision)
         self.config: RetinaFaceConfig = net.config
         self.settings = settings
 
     @classmethod
     def from_pretrained(
-        cls, model_dir: str | Path, *, device: torch.device | str = "cpu", settings: DetectionSettings = DetectionSettings()
+        cls, model_dir: str | Path, *, device: torch.device | str = "cpu", settings: DetectionSettings = DetectionSettings(),
+        precision: str = DEFAULT_PRECISION,
     ) -> "FaceDetector":
         """Load a RetinaFace model folder (``configuration.json`` with a ``models`` block + weights)."""
         model_dir = Path(model_dir)
@@ -136,19 +143,25 @@ class FaceDetector:
         net = RetinaFace(RetinaFaceConfig.from_dict(models))
         weights = find_weights_file(model_dir)
         load_weights(net, read_state_dict(weights), source=str(weights))
-        detector = cls(net, device=device, settings=settings)
+        detector = cls(net, device=device, settings=settings, precision=precision)
         detector.weights_file = weights
         return detector
 
     @torch.inference_mode()
     def raw_outputs(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Network outputs for a (B, H, W, 3) float32 mean-subtracted batch."""
+        """Network outputs (float32) for a (B, H, W, 3) float32 mean-subtracted batch."""
         tensor = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).contiguous()
-        return self.net(tensor)
+        return self._float32(self.net(net_input(tensor, self.device, self.precision)))
 
     @torch.inference_mode()
     def _raw_outputs_nchw(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.net(torch.from_numpy(batch).to(self.device))
+        return self._float32(self.net(net_input(torch.from_numpy(batch), self.device, self.precision)))
+
+    def _float32(self, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw outputs as float32 (unchanged in fp32), so that decoding always runs in float32."""
+        if self.precision == DEFAULT_PRECISION:
+            return outputs  # type: ignore[return-value]
+        return tuple(o.float() for o in outputs)  # type: ignore[return-value]
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect faces in RGB uint8 HxWx3 images (any sizes); one :class:`Detections` per image, in order.
@@ -168,6 +181,11 @@ class FaceDetector:
         return results  # type: ignore[return-value]
 
     def _detect_batch(self, members, images, priors, width, height, results) -> None:
+        """Detect ``members`` (indices into ``images``) as one batch; halved and retried on out of memory."""
+        run_halving(lambda a, b: self._detect_rows(members[a:b], images, priors, width, height, results),
+                    len(members), what="detector")
+
+    def _detect_rows(self, members, images, priors, width, height, results) -> None:
         s = self.settings
         batch = np.empty((len(members), 3, height, width), np.float32)
         scales = [network_planes(images[i], s, self.config.channel_order, out=batch[row])[1]

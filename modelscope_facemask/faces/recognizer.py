@@ -13,6 +13,8 @@ import torch
 
 from ..errors import ConfigurationError, EmbeddingError, ImageLoadError
 from ..nets.iresnet import IResNet
+from ..precision import DEFAULT_PRECISION, check_precision, net_input, prepare_net
+from .out_of_memory import run_halving
 
 #: uint8 value -> network input, computed exactly as the reference does (float64 then float32)
 PIXEL_TABLE = ((np.arange(256, dtype=np.float64) / 255.0 - 0.5) / 0.5).astype(np.float32)
@@ -39,11 +41,18 @@ def positive_batch_size(value: object) -> int:
 
 
 class FaceRecognizer:
-    """An IResNet plus the reference pre-processing and normalisation, batched."""
+    """An IResNet plus the reference pre-processing and normalisation, batched.
 
-    def __init__(self, net: IResNet, *, device: torch.device | str = "cpu", batch_size: int = 32) -> None:
+    ``precision`` ('fp32', 'fp16', 'bf16'; see :mod:`modelscope_facemask.precision`): the weights are cast once
+    here; embeddings are returned in float32 whatever the precision. A batch that runs out of device memory is
+    halved and retried (:func:`.out_of_memory.run_halving`).
+    """
+
+    def __init__(self, net: IResNet, *, device: torch.device | str = "cpu", batch_size: int = 32,
+                 precision: str = DEFAULT_PRECISION) -> None:
         self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        self.precision = check_precision(precision, where="precision") or DEFAULT_PRECISION
+        self.net = prepare_net(net, self.device, self.precision)
         self.batch_size = positive_batch_size(batch_size)
         self.input_size = net.input_size
 
@@ -63,13 +72,18 @@ class FaceRecognizer:
         out = [np.zeros((0, self.net.fc.out_features), np.float32)]
         step = self.batch_size if batch_size is None else positive_batch_size(batch_size)
         for start in range(0, len(crops_rgb), step):
-            batch = crops_to_tensor(crops_rgb[start : start + step]).to(self.device)
-            out.append(self.net(batch).float().cpu().numpy())
+            batch = crops_rgb[start : start + step]
+            out += run_halving(lambda a, b: self._forward(batch[a:b]), len(batch), what="recognizer")
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             embeddings = l2_normalise(np.concatenate(out))
         finite = np.isfinite(embeddings).all(axis=1)
         embeddings[~finite] = 0.0
         return embeddings, finite
+
+    def _forward(self, crops_rgb: np.ndarray) -> np.ndarray:
+        """Raw float32 network outputs for one batch of uint8 crops."""
+        batch = net_input(crops_to_tensor(crops_rgb), self.device, self.precision)
+        return self.net(batch).float().cpu().numpy()
 
     def embed(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 L2-normalised embeddings.

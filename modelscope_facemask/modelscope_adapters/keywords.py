@@ -18,9 +18,10 @@ from ..devices import check_device_type
 from ..errors import ConfigurationError, UnknownOptionError
 from ..faces.choose import validate_max_faces
 from ..faces.recognizer import positive_batch_size
+from ..precision import check_precision
 
 #: options of ``pipeline(...)`` / ``FaceMaskPipeline(...)`` (besides ``model`` and ``preprocessor``)
-PIPELINE_OPTIONS = ("device", "use_det", "max_faces", "detector_model", "batch_size")
+PIPELINE_OPTIONS = ("device", "use_det", "max_faces", "detector_model", "batch_size", "precision")
 #: options accepted per call, ``p(img, **options)``
 CALL_OPTIONS = ("use_det", "max_faces", "batch_size")
 #: keywords ModelScope's ``pipeline()``/``build_from_cfg`` pass to a pipeline class, or its ``Pipeline.__init__``
@@ -77,6 +78,8 @@ def check_option(name: str, value: Any) -> Any:
         return check_detector_model(value)
     if name == "min_face_size":
         return check_min_face_size(value)
+    if name == "precision":
+        return check_precision(value)
     raise ConfigurationError(f"unknown option {name!r}")
 
 

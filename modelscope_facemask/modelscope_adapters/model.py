@@ -19,25 +19,33 @@ from ..manifest import verify_manifest
 from ..metainfo import Models
 from ..model_dirs import local_model_dir
 from ..nets.iresnet import IResNet
+from ..precision import check_precision, check_precision_on_device
 
 
 @MODELS.register_module(Tasks.face_recognition, module_name=Models.facemask)
 class FaceMaskModel(TorchModel):
-    """FaceMask recognizer: aligned 112x112 RGB uint8 crops -> (N, 512) L2-normalised float32 embeddings."""
+    """FaceMask recognizer: aligned 112x112 RGB uint8 crops -> (N, 512) L2-normalised float32 embeddings.
 
-    def __init__(self, model_dir: str, device: str | torch.device | None = "gpu", batch_size: int = 32, **kwargs: Any) -> None:
+    ``precision``: 'fp32', 'fp16' (CUDA only) or 'bf16'; ``None`` takes configuration.json's ``model.precision``
+    (default 'fp32'). The weights are cast once, here.
+    """
+
+    def __init__(self, model_dir: str, device: str | torch.device | None = "gpu", batch_size: int = 32,
+                 precision: str | None = None, **kwargs: Any) -> None:
         check_device_type(device)
         batch_size = positive_batch_size(batch_size)
+        precision = check_precision(precision)
         super().__init__(model_dir)
         settings = facemask_settings(read_configuration(model_dir))
+        self.precision = precision or settings.precision
         weights = find_weights_file(model_dir)
         verify_manifest(model_dir, [os.path.join(model_dir, CONFIGURATION_FILE), weights])  # packed repositories
         net = load_weights(IResNet(settings.units), read_state_dict(weights), source=str(weights))
         self.device_used = resolve_device(device)
-        self.recognizer = FaceRecognizer(net, device=self.device_used, batch_size=batch_size)
+        self.recognizer = FaceRecognizer(net, device=self.device_used, batch_size=batch_size, precision=self.precision)
         self.net = self.recognizer.net
         self.weights_file = weights
-        logger.info("FaceMask recognizer loaded from %s on %s (fp32)", weights, self.device_used)
+        logger.info("FaceMask recognizer loaded from %s on %s (%s)", weights, self.device_used, self.precision)
 
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, revision: str | None = None, device: str | None = "gpu", **kwargs: Any) -> "FaceMaskModel":
@@ -47,7 +55,8 @@ class FaceMaskModel(TorchModel):
         return cls(local_model_dir(model_name_or_path, revision), device=device, **kwargs)
 
     def use_device(self, device: torch.device) -> None:
-        """Run the recognizer on ``device`` from now on."""
+        """Run the recognizer on ``device`` from now on (its precision stays; fp16 cannot move to the CPU)."""
+        check_precision_on_device(self.precision, torch.device(device))
         self.device_used = torch.device(device)
         self.recognizer.net.to(self.device_used)
         self.recognizer.device = self.device_used

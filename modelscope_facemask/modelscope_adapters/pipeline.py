@@ -18,7 +18,7 @@ from modelscope.pipelines.builder import PIPELINES
 from modelscope.utils.constant import Tasks
 
 from ..devices import resolve_device
-from ..errors import EmbeddingError, UnknownOptionError
+from ..errors import ConfigurationError, EmbeddingError, UnknownOptionError
 from ..faces.images import describe_source
 from ..faces.prepare import PreparedFaces
 from ..faces.recognizer import non_finite_message
@@ -52,7 +52,9 @@ class FaceMaskPipeline(Pipeline):
 
     Keyword arguments: ``device`` ('gpu' (default, falls back to CPU with a warning), 'cpu', 'cuda', 'cuda:N'),
     ``use_det`` (False = resize the whole image to 112x112 like the built-in), ``max_faces`` (1 = the largest face;
-    None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer).
+    None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer),
+    ``precision`` ('fp32' (default: configuration.json's ``model.precision``, else fp32), 'fp16' (CUDA only),
+    'bf16'; the recognizer's and the detector's weights are cast once).
     ``use_det``, ``max_faces`` and ``batch_size`` may also be given per call. Unknown keywords are logged at WARNING
     (naming the closest option) and ignored, except those ModelScope itself passes.
     """
@@ -66,9 +68,11 @@ class FaceMaskPipeline(Pipeline):
         max_faces: int | None | object = _KEEP,
         detector_model: str | None = None,
         batch_size: int = 32,
+        precision: str | None = None,
         **kwargs: Any,
     ) -> None:
         use_det = check_option("use_det", use_det)
+        precision = check_option("precision", precision)
         if max_faces is not _KEEP:
             check_option("max_faces", max_faces)
         batch_size = check_option("batch_size", batch_size)
@@ -77,18 +81,23 @@ class FaceMaskPipeline(Pipeline):
         self.device_used = resolve_device(device)
         if isinstance(model, FaceMaskModel):
             model_dir = model.model_dir
+            _check_same_precision(precision, model.precision, "model")
+            precision = model.precision
             if model.device_used != self.device_used:
                 logger.warning("the given model is on %s; moving it to the pipeline's device %s", model.device_used,
                                self.device_used)
                 model.use_device(self.device_used)
         else:
             model_dir = local_model_dir(model)
-            model = FaceMaskModel.from_pretrained(model_dir, device=self.device_used, batch_size=batch_size)
+            model = FaceMaskModel.from_pretrained(model_dir, device=self.device_used, batch_size=batch_size,
+                                                  precision=precision)
         if preprocessor is None:
             preprocessor = FaceMaskPreprocessor.from_pretrained(
-                model_dir, device=self.device_used, detector=detector_model, use_det=use_det, max_faces=max_faces
+                model_dir, device=self.device_used, detector=detector_model, use_det=use_det, max_faces=max_faces,
+                precision=precision or model.precision,
             )
         elif isinstance(preprocessor, FaceMaskPreprocessor):
+            _check_same_precision(precision, preprocessor.precision, "preprocessor")
             if detector_model is not None or use_det is not None or max_faces is not _KEEP:
                 logger.warning("a preprocessor was given: detector_model, use_det and max_faces of the pipeline are "
                                "ignored (set them on the preprocessor, or per call: use_det, max_faces)")
@@ -97,7 +106,14 @@ class FaceMaskPipeline(Pipeline):
         kwargs.pop("model_revision", None)  # already used to download the model
         device_name = "cpu" if self.device_used.type == "cpu" else f"cuda:{self.device_used.index or 0}"
         super().__init__(model=model, preprocessor=preprocessor, device=device_name, **kwargs)
-        logger.info("FaceMask pipeline runs on %s in fp32", self.device_used)
+        logger.info("FaceMask pipeline runs on %s in %s", self.device_used, self.precision)
+
+    @property
+    def precision(self) -> str:
+        """The precision running: 'fp32', 'fp16' or 'bf16' (with the detector's when it differs)."""
+        ours = self.model.precision
+        theirs = getattr(self.preprocessor, "precision", ours)
+        return ours if theirs == ours else f"{ours} (recognizer), {theirs} (detector)"
 
     @property
     def device_name_used(self) -> str:
@@ -209,6 +225,13 @@ class FaceMaskPipeline(Pipeline):
         keys = {OutputKeys.IMG_EMBEDDING: OutputKeys.IMG_EMBEDDING, OutputKeys.SCORES: "scores",
                 OutputKeys.BOXES: "boxes", OutputKeys.KEYPOINTS: "keypoints"}
         return {key: np.asarray(_numpy(inputs[source]), np.float32) for key, source in keys.items()}
+
+
+def _check_same_precision(requested: str | None, actual: str, what: str) -> None:
+    """A ``precision`` keyword must agree with a given model/preprocessor (weights are cast once, when built)."""
+    if requested is not None and requested != actual:
+        raise ConfigurationError(f"precision={requested!r} but the given {what} runs in {actual!r} (weights are cast "
+                                 f"once, when built): build the {what} with precision={requested!r}, or omit precision")
 
 
 def _numpy(value: Any) -> Any:

@@ -24,6 +24,7 @@ from ..faces.detector import FaceDetector, check_detectable, resize_factor
 from ..faces.images import as_image_error, describe_source, load_image
 from ..faces.prepare import PreparedFaces, prepare_faces_each
 from ..log import logger
+from ..precision import check_precision, check_precision_on_device
 from ..manifest import verify_manifest
 from ..metainfo import Preprocessors
 from ..model_dirs import local_model_dir
@@ -34,7 +35,11 @@ _KEEP = object()
 
 @PREPROCESSORS.register_module(Fields.cv, module_name=Preprocessors.facemask_preprocessor)
 class FaceMaskPreprocessor(Preprocessor):
-    """Images -> chosen faces and their aligned RGB crops. The detector loads on first use."""
+    """Images -> chosen faces and their aligned RGB crops. The detector loads on first use.
+
+    ``precision`` ('fp32', 'fp16' (CUDA only), 'bf16'; ``None``: configuration.json's ``model.precision``, default
+    'fp32') is the detector's; its weights are cast once when it loads.
+    """
 
     def __init__(
         self,
@@ -44,11 +49,13 @@ class FaceMaskPreprocessor(Preprocessor):
         use_det: bool | None = None,
         max_faces: int | None | object = _KEEP,
         min_face_size: float | None = None,
+        precision: str | None = None,
         mode: str = ModeKeys.INFERENCE,
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode)
         use_det, min_face_size = check_use_det(use_det), check_min_face_size(min_face_size)
+        precision = check_precision(precision)
         detector = check_detector_model(detector, where="detector")
         self.device_used = resolve_device(device)
         self.model_dir = model_dir
@@ -59,8 +66,10 @@ class FaceMaskPreprocessor(Preprocessor):
             max_faces=base.max_faces if max_faces is _KEEP else max_faces,  # type: ignore[arg-type]
             use_det=base.use_det if use_det is None else use_det,
             min_face_size=base.min_face_size if min_face_size is None else min_face_size,
+            precision=precision or base.precision,
         )
         validate_max_faces(self.settings.max_faces)
+        check_precision_on_device(self.settings.precision, self.device_used)
         self._detector: FaceDetector | None = None
         if self.settings.use_det:
             _ = self.detector  # load now, so that a bad detector fails at construction, not at the first image
@@ -73,7 +82,8 @@ class FaceMaskPreprocessor(Preprocessor):
         return cls(model_dir=local_model_dir(model_name_or_path, revision), **kwargs)
 
     def use_device(self, device: torch.device) -> None:
-        """Run detection on ``device`` from now on."""
+        """Run detection on ``device`` from now on (its precision stays; fp16 cannot move to the CPU)."""
+        check_precision_on_device(self.precision, torch.device(device))
         self.device_used = torch.device(device)
         if self._detector is not None:
             self._detector.net.to(self.device_used)
@@ -86,9 +96,15 @@ class FaceMaskPreprocessor(Preprocessor):
             folder = resolve_detector_dir(self.settings.detector, self.model_dir)
             if self.model_dir:  # a detector inside a packed repository is covered by its manifest
                 verify_manifest(self.model_dir, [os.path.join(self.model_dir, CONFIGURATION_FILE), folder])
-            self._detector = FaceDetector.from_pretrained(folder, device=self.device_used)
-            logger.info("RetinaFace detector (%s) loaded from %s on %s", self._detector.config.name, folder, self.device_used)
+            self._detector = FaceDetector.from_pretrained(folder, device=self.device_used, precision=self.precision)
+            logger.info("RetinaFace detector (%s) loaded from %s on %s (%s)", self._detector.config.name, folder,
+                        self.device_used, self.precision)
         return self._detector
+
+    @property
+    def precision(self) -> str:
+        """The detector's precision: 'fp32', 'fp16' or 'bf16'."""
+        return self.settings.precision
 
     def prepare(
         self, inputs: Sequence[Any], *, use_det: bool | None = None, max_faces: int | None | object = _KEEP

@@ -26,7 +26,7 @@ import torch
 
 def build_folders(root: Path) -> tuple[Path, Path]:
     from modelscope_facemask.nets.retinaface import RESNET50_CONFIG
-    from modelscope_facemask.model_repos import (OFFICIAL_MINIMAL_CONFIGURATION, write_detector_repo,
+    from modelscope_facemask.hub.repository_writers import (OFFICIAL_MINIMAL_CONFIGURATION, write_detector_repo,
                                                          write_facemask_repo)
     from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer, synthetic_retinaface
 

@@ -31,7 +31,7 @@ def current_rss_mib() -> float:
 
 def build_model(folder: Path) -> None:
     from modelscope_facemask.assets import retinaface_mobilenet_state_dict
-    from modelscope_facemask.model_repos import facemask_configuration, write_detector_repo, write_facemask_repo
+    from modelscope_facemask.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
     from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
     from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer
 

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from modelscope_facemask.demo import UNTRAINED_BANNER, is_untrained_demo_model, offer_offline_demo
-    from modelscope_facemask.hub_probe import hub_problem
+    from modelscope_facemask.hub.probe import hub_problem
 
     problem = hub_problem(args.model, timeout=args.hub_timeout)
     if problem:

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from modelscope_facemask.demo import offer_offline_demo, run_demo
     from modelscope_facemask.errors import AssetError
-    from modelscope_facemask.hub_probe import hub_problem
+    from modelscope_facemask.hub.probe import hub_problem
 
     if args.demo:
         return run_demo(args.out, hub_timeout=args.hub_timeout)

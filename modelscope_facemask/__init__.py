@@ -4,7 +4,7 @@ Importing this package registers the FaceMask Model, Preprocessor and Pipeline w
 built-in pipeline name ``resnet-face-recognition-facemask`` build this package's pipeline.
 """
 from .version import __version__
-from . import registration  # noqa: E402,F401  (registers with ModelScope on import)
+from .modelscope_adapters import registration  # noqa: E402,F401  (registers with ModelScope on import)
 from .modelscope_adapters.model import FaceMaskModel  # noqa: E402
 from .modelscope_adapters.pipeline import FaceMaskPipeline  # noqa: E402
 from .modelscope_adapters.preprocessor import FaceMaskPreprocessor  # noqa: E402

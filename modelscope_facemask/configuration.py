@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .faces.choose import validate_max_faces
-from .model_dirs import is_hub_id, local_model_dir
+from .hub.model_folders import is_hub_id, local_model_dir
 from .nets.iresnet import DEPTH_UNITS
 from .precision import DEFAULT_PRECISION, PRECISIONS
 

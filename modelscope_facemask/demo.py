@@ -143,7 +143,7 @@ def build_demo_model(folder: Path, units: Sequence[int]) -> Path:
     from .assets import retinaface_mobilenet_state_dict
     from .atomic_files import writing_folder
     from .nets.retinaface import MOBILENET025_CONFIG
-    from .model_repos import facemask_configuration, write_detector_repo, write_facemask_repo, write_json
+    from .hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo, write_json
     from .testing.synthetic_weights import synthetic_recognizer
 
     def check_replaceable() -> None:
@@ -287,7 +287,7 @@ def run_demo(out_dir: Path, *, hub_timeout: float = 5.0, _recognizer_units: Sequ
     ``_recognizer_units`` (tests only) swaps the full FaceMask depth for a small IResNet of the same code.
     """
     from .configuration import FACEMASK_UNITS
-    from .hub_probe import FACEMASK_MODEL_ID, hub_reachable
+    from .hub.probe import FACEMASK_MODEL_ID, hub_reachable
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -347,7 +347,7 @@ def run_demo(out_dir: Path, *, hub_timeout: float = 5.0, _recognizer_units: Sequ
     from .atomic_files import writing_folder
     from .drawing import save_rgb
     from .faces.images import load_image
-    from .manifest import DEMO_OUTPUT, write_manifest
+    from .hub.manifest import DEMO_OUTPUT, write_manifest
 
     try:
         with writing_folder(out_dir, replace=True) as staging:
@@ -415,7 +415,7 @@ class _Refused(Exception):
 
 def _output_replaceable(out_dir: Path) -> bool:
     """True when ``out_dir`` is new, empty or an unchanged earlier demo output; else print why not (stderr)."""
-    from .manifest import DEMO_OUTPUT, replacement_problem
+    from .hub.manifest import DEMO_OUTPUT, replacement_problem
 
     problem = replacement_problem(out_dir, DEMO_OUTPUT)
     if problem is not None:

@@ -168,7 +168,7 @@ def contract_sha256(contract: Mapping[str, Any]) -> str:
 
 def weights_metadata(pipeline: Any) -> dict[str, dict[str, Any]]:
     """File name, size and sha256 of the recognizer's weights and (when detection runs) the detector's."""
-    from .manifest import file_sha256
+    from .hub.manifest import file_sha256
 
     files = {"recognizer": Path(pipeline.model.weights_file)}
     pre = pipeline.preprocessor
@@ -196,7 +196,7 @@ def _outputs(pipeline: Any, paths: Sequence[Path], max_faces: int | None) -> lis
 def create_reference(pipeline: Any, images: Mapping[str, Path], *, max_faces: int | None,
                      model: str = "", images_dir: str = "", command: str = "") -> Reference:
     """Run ``pipeline`` on ``images`` ({name: path}) and record everything a later check compares."""
-    from .manifest import file_sha256
+    from .hub.manifest import file_sha256
 
     names = sorted(images)
     outputs = _outputs(pipeline, [images[n] for n in names], max_faces)
@@ -378,7 +378,7 @@ def _check_arrays(ref: Reference) -> None:
 
 def locate_images(reference: Reference, folder: str | Path) -> dict[str, Path]:
     """The reference's images found by name in ``folder``, each with the sha256 the reference recorded."""
-    from .manifest import file_sha256
+    from .hub.manifest import file_sha256
 
     folder = Path(folder)
     if not folder.is_dir():

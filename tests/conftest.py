@@ -9,7 +9,7 @@ import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-from modelscope_facemask.model_repos import (  # noqa: E402
+from modelscope_facemask.hub.repository_writers import (  # noqa: E402
     OFFICIAL_MINIMAL_CONFIGURATION,
     write_detector_repo,
     write_facemask_repo,
@@ -85,7 +85,7 @@ def mobilenet_detector_dir(tmp_path_factory, mobilenet_state) -> Path:
 def small_model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
     """A self-contained repository: our configuration.json, the small recognizer and, in folder ``detector``, the
     real mobilenet0.25 detector. Shared by several test files: do not modify it."""
-    from modelscope_facemask.model_repos import facemask_configuration
+    from modelscope_facemask.hub.repository_writers import facemask_configuration
     from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
 
     folder = tmp_path_factory.mktemp("facemask_small")

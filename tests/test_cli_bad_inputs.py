@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from modelscope_facemask.cli import main
-from modelscope_facemask.manifest import MANIFEST_FILE
+from modelscope_facemask.hub.manifest import MANIFEST_FILE
 
 from .regression.inputs import build_model
 
@@ -233,7 +233,7 @@ def test_bad_input_is_an_exit_code_and_one_line(bad, template, expected, capsys,
 def test_unexpected_errors_are_one_line_with_the_traceback_only_under_verbose(monkeypatch, capsys):
     import modelscope_facemask.cli.env as env
 
-    def broken(device: str, check_hub: bool) -> dict:
+    def broken(device: str, check_hub: bool, precision: str = "fp32") -> dict:
         raise ZeroDivisionError("boom\nsecond line")
 
     monkeypatch.setattr(env, "collect", broken)
@@ -254,7 +254,7 @@ def test_the_token_is_masked_in_everything_printed(monkeypatch, capsys, caplog):
     token = "tok-" + "9" * 24
     monkeypatch.setenv("MODELSCOPE_API_TOKEN", token)
 
-    def leaky(device: str, check_hub: bool) -> dict:
+    def leaky(device: str, check_hub: bool, precision: str = "fp32") -> dict:
         print(f"Authorization: Bearer {token}")
         logging.getLogger("modelscope").error("Cookie: m_session_id=%s", token)
         sys.stderr.write(f"warning: token={token}\n")  # as warnings.showwarning and tqdm write

@@ -24,8 +24,8 @@ from modelscope_facemask import demo
 from modelscope_facemask.drawing import banner, crops_strip, draw_banner, draw_faces
 from modelscope_facemask.errors import AssetError, OutputFolderError
 from modelscope_facemask.faces.images import load_image
-from modelscope_facemask.manifest import replacement_problem
-from modelscope_facemask.hub_probe import (
+from modelscope_facemask.hub.manifest import replacement_problem
+from modelscope_facemask.hub.probe import (
     FACEMASK_MODEL_ID,
     default_endpoint,
     hub_problem,
@@ -255,7 +255,7 @@ def test_run_demo_without_registry_says_so(tmp_path, no_hub, monkeypatch, capsys
 @pytest.mark.parametrize("setup", ["user file", "file", "pack output"])
 def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path, no_hub, setup, capsys):
     from modelscope_facemask.cli import main
-    from modelscope_facemask.manifest import write_manifest
+    from modelscope_facemask.hub.manifest import write_manifest
 
     out = tmp_path / "out"
     if setup == "file":

@@ -20,8 +20,8 @@ import torch
 
 from modelscope_facemask.checkpoints import TORCH_WEIGHTS
 from modelscope_facemask.errors import CheckpointError, FaceMaskError, HubDownloadError, ModelSourceError
-from modelscope_facemask.model_dirs import local_model_dir
-from modelscope_facemask.model_repos import facemask_configuration, write_facemask_repo
+from modelscope_facemask.hub.model_folders import local_model_dir
+from modelscope_facemask.hub.repository_writers import facemask_configuration, write_facemask_repo
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment, reset_hub_config
 
 from .conftest import SMALL_UNITS

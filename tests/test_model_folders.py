@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from modelscope_facemask.builder_guards import check_local_configuration
+from modelscope_facemask.modelscope_adapters.builder_guards import check_local_configuration
 from modelscope_facemask.configuration import read_configuration, resolve_detector_dir
 from modelscope_facemask.errors import ConfigurationError, ModelSourceError
-from modelscope_facemask.model_dirs import is_hub_id, local_model_dir
-from modelscope_facemask.model_repos import OFFICIAL_MINIMAL_CONFIGURATION, write_json
+from modelscope_facemask.hub.model_folders import is_hub_id, local_model_dir
+from modelscope_facemask.hub.repository_writers import OFFICIAL_MINIMAL_CONFIGURATION, write_json
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment, reset_hub_config
 
 OFFICIAL = json.dumps(OFFICIAL_MINIMAL_CONFIGURATION)
@@ -101,7 +101,7 @@ def test_guard_leaves_other_tasks_alone(tmp_path):
 def test_guards_are_installed_once():
     import modelscope.pipelines.builder as builder
 
-    from modelscope_facemask import builder_guards
+    from modelscope_facemask.modelscope_adapters import builder_guards
 
     before = (builder.read_config, builder.is_official_hub_path, builder.is_model_from_trusted_source)
     builder_guards.install()

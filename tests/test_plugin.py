@@ -23,7 +23,7 @@ from modelscope_facemask import FaceMaskModel, FaceMaskPipeline, FaceMaskPreproc
 from modelscope_facemask.errors import ConfigurationError, DeviceError, ImageLoadError
 from modelscope_facemask.faces.images import load_image
 from modelscope_facemask.metainfo import Models, Pipelines, Preprocessors
-from modelscope_facemask.model_repos import facemask_configuration
+from modelscope_facemask.hub.repository_writers import facemask_configuration
 from modelscope_facemask.testing.synthetic_weights import smooth_images
 
 from .conftest import SMALL_UNITS

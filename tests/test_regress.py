@@ -18,7 +18,7 @@ import pytest
 
 from modelscope_facemask.checkpoints import TORCH_WEIGHTS, read_state_dict, save_state_dict
 from modelscope_facemask.cli import main
-from modelscope_facemask.manifest import file_sha256
+from modelscope_facemask.hub.manifest import file_sha256
 from modelscope_facemask.regress import (
     CROSS_DEVICE,
     SAME_DEVICE,

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     its type and message on one line and exits 2 (the traceback only with ``-v``). The hub token is masked in
     everything the command prints.
     """
-    from ..token_scrubbing import scrubbed_output
+    from ..hub.token_scrubbing import scrubbed_output
 
     with scrubbed_output():
         parser = build_parser()

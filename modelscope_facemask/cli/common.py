@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..hub_probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
+from ..hub.probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
 from ..json_output import json_text, write_json  # noqa: F401  (re-exported for the subcommands)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -44,8 +44,8 @@ def resolve_model_dir(model: str, what: str = "model") -> str:
     cache is used, otherwise the error says what to do (instead of ModelScope's ~35 s of retries).
     """
     from ..errors import ModelSourceError
-    from ..hub_probe import hub_problem
-    from ..model_dirs import is_hub_id, local_model_dir
+    from ..hub.probe import hub_problem
+    from ..hub.model_folders import is_hub_id, local_model_dir
 
     if os.path.isdir(os.path.expanduser(model)) or not is_hub_id(model):
         try:  # a local folder (checked for an interrupted download), or a missing path reported as such
@@ -94,7 +94,7 @@ def open_pipeline(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any:
 
 def untrained_warning(pipeline: Any) -> None:
     """Say so when the model declares untrained weights (its similarities are meaningless)."""
-    from ..model_card import says_untrained
+    from ..hub.model_card import says_untrained
 
     if says_untrained(pipeline.model.model_dir):
         print("facemask: note: this model declares UNTRAINED weights: its similarities and decisions mean nothing",

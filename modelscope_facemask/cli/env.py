@@ -32,7 +32,7 @@ def collect(device: str, check_hub: bool, precision: str = "fp32") -> dict[str, 
     from ..devices import resolve_device
     from ..errors import ConfigurationError
     from ..precision import check_precision_on_device, cpu_has_bf16, precision_dtype
-    from ..hub_probe import hub_reachable, resolve_endpoint
+    from ..hub.probe import hub_reachable, resolve_endpoint
     from ..regress import package_versions, runtime_precision
 
     used = resolve_device(device)

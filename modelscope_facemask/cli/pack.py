@@ -34,7 +34,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pack import pack_model
+    from ..hub.pack import pack_model
 
     check_output_parent(args.out, "--out")
     detector = resolve_model_dir(args.detector, "detector") if args.detector else None

@@ -6,7 +6,7 @@ import sys
 import traceback
 from typing import Any
 
-from ..token_scrubbing import scrub_token
+from ..hub.token_scrubbing import scrub_token
 
 from .common import UsageError, add_command
 
@@ -37,8 +37,8 @@ def _print_plan(plan: list, model_id: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub_probe import resolve_endpoint
-    from ..publish import TOKEN_ENV, PublishError, check_model_id, publish_folder, upload_plan
+    from ..hub.probe import resolve_endpoint
+    from ..hub.publish import TOKEN_ENV, PublishError, check_model_id, publish_folder, upload_plan
 
     try:
         check_model_id(args.model_id)

@@ -15,9 +15,9 @@ from ..configuration import CONFIGURATION_FILE, facemask_settings, read_configur
 from ..devices import check_device_type, resolve_device
 from ..faces.recognizer import FaceRecognizer, positive_batch_size
 from ..log import logger
-from ..manifest import verify_manifest
+from ..hub.manifest import verify_manifest
 from ..metainfo import Models
-from ..model_dirs import local_model_dir
+from ..hub.model_folders import local_model_dir
 from ..nets.iresnet import IResNet
 from ..precision import check_precision, check_precision_on_device
 

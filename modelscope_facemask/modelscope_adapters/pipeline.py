@@ -24,7 +24,7 @@ from ..faces.prepare import PreparedFaces
 from ..faces.recognizer import non_finite_message
 from ..log import logger
 from ..metainfo import Pipelines
-from ..model_dirs import local_model_dir
+from ..hub.model_folders import local_model_dir
 from .keywords import MODELSCOPE_PIPELINE_KEYWORDS, PIPELINE_OPTIONS, check_call_options, check_option, \
     unknown_keyword_message
 from .model import FaceMaskModel

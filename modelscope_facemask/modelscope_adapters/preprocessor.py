@@ -25,9 +25,9 @@ from ..faces.images import as_image_error, describe_source, load_image
 from ..faces.prepare import PreparedFaces, prepare_faces_each
 from ..log import logger
 from ..precision import check_precision, check_precision_on_device
-from ..manifest import verify_manifest
+from ..hub.manifest import verify_manifest
 from ..metainfo import Preprocessors
-from ..model_dirs import local_model_dir
+from ..hub.model_folders import local_model_dir
 from .keywords import check_detector_model, check_min_face_size, check_use_det
 
 _KEEP = object()

@@ -22,7 +22,7 @@ def build_model(folder: str | Path, recognizer_state=None, detector_state=None) 
     their session fixtures already computed (the same tensors)."""
     from modelscope_facemask.assets import retinaface_mobilenet_state_dict
     from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
-    from modelscope_facemask.model_repos import facemask_configuration, write_detector_repo, write_facemask_repo
+    from modelscope_facemask.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
     from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer
 
     folder = Path(folder)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "modelscope-facemask-manifest/1"
@@ -28,7 +28,7 @@ _digest_cache: dict[tuple[str, int, int, int], str] = {}
 
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file; cached per process by (path, size, mtime, inode), so reloading a model does not re-hash."""
-    from .assets import sha256_file
+    from ..assets import sha256_file
 
     path = Path(path).resolve()
     stat = path.stat()
@@ -51,7 +51,7 @@ def listed_files(folder: str | os.PathLike) -> list[str]:
 
 def generator_name() -> str:
     """The ``generator`` a manifest written by this package carries, e.g. ``modelscope-facemask 0.1.0``."""
-    from .version import __version__
+    from ..version import __version__
 
     return f"{GENERATOR} {__version__}"
 
@@ -67,7 +67,7 @@ def build_manifest(folder: str | os.PathLike, output: str = PACK_OUTPUT) -> dict
 
 def write_manifest(folder: str | os.PathLike, output: str = PACK_OUTPUT) -> Path:
     """Write ``folder/manifest.json`` describing the folder's current files (atomically)."""
-    from .atomic_files import write_text_atomic
+    from ..atomic_files import write_text_atomic
 
     path = Path(folder) / MANIFEST_FILE
     write_text_atomic(path, json.dumps(build_manifest(folder, output), indent=2, sort_keys=True) + "\n")

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from .nets.iresnet import DEPTH_UNITS
-from .version import __version__
+from ..nets.iresnet import DEPTH_UNITS
+from ..version import __version__
 
 DEFAULT_LICENSE = "apache-2.0"
 PLACEHOLDER_MODEL_ID = "<owner>/<name>"
@@ -159,7 +159,7 @@ def render_model_card(facts: CardFacts) -> str:
 def says_untrained(model_dir: str | os.PathLike) -> bool:
     """True when a model folder declares untrained weights: its card's ``untrained`` tag (``facemask pack
     --untrained``) or the offline demo's marker in configuration.json."""
-    from .demo import is_untrained_demo_model
+    from ..demo import is_untrained_demo_model
 
     readme = Path(model_dir) / "README.md"
     tags: list[str] = []

@@ -22,10 +22,10 @@ import functools
 import os
 from typing import Any, Callable
 
-from .configuration import CONFIGURATION_FILE, parse_configuration, read_configuration
-from .errors import ConfigurationError, ModelSourceError
-from .metainfo import Models, Pipelines, Preprocessors
-from .model_dirs import is_hub_id
+from ..configuration import CONFIGURATION_FILE, parse_configuration, read_configuration
+from ..errors import ConfigurationError, ModelSourceError
+from ..metainfo import Models, Pipelines, Preprocessors
+from ..hub.model_folders import is_hub_id
 
 _GUARD = "_facemask_guard"
 FACEMASK_TYPES = frozenset({Models.facemask, Preprocessors.facemask_preprocessor, Pipelines.facemask,

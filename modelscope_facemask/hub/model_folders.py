@@ -11,8 +11,8 @@ import os
 import re
 from pathlib import Path
 
-from .errors import HubDownloadError, ModelSourceError
-from .log import logger
+from ..errors import HubDownloadError, ModelSourceError
+from ..log import logger
 
 HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 #: what ModelScope's downloader leaves next to a file it has not finished (resumed on the next online call)
@@ -88,7 +88,7 @@ def hub_snapshot(model_id: str, revision: str | None = None, *, prefer_cache: bo
 
 def describe_hub_failure(model_id: str, exc: BaseException, what: str = "model") -> str:
     """One message naming the hub id, the endpoint and the cause of a failed ``snapshot_download``."""
-    from .hub_probe import resolve_endpoint
+    from .probe import resolve_endpoint
 
     endpoint = resolve_endpoint()
     status = _status_code(exc)

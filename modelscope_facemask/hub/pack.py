@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from .checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS, read_state_dict, save_state_dict
-from .configuration import CONFIGURATION_FILE, FaceMaskSettings, facemask_settings, read_configuration, resolve_detector_dir
-from .atomic_files import writing_folder
-from .errors import CheckpointError, ConfigurationError, OutputFolderError
+from ..checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS, read_state_dict, save_state_dict
+from ..configuration import CONFIGURATION_FILE, FaceMaskSettings, facemask_settings, read_configuration, resolve_detector_dir
+from ..atomic_files import writing_folder
+from ..errors import CheckpointError, ConfigurationError, OutputFolderError
 from .manifest import read_manifest, replacement_problem, verify_manifest, write_manifest
 from .model_card import DEFAULT_LICENSE, PLACEHOLDER_MODEL_ID, CardFacts, render_model_card, says_untrained
-from .model_dirs import local_model_dir
-from .model_repos import facemask_configuration, write_detector_repo, write_json
+from .model_folders import local_model_dir
+from .repository_writers import facemask_configuration, write_detector_repo, write_json
 
 README_FILE = "README.md"
 
@@ -69,7 +69,7 @@ def _read_evaluation(path: str | os.PathLike) -> tuple[dict[str, Any], str | Non
 
 def _prepare_destination(out: Path, source: Path, force: bool) -> None:
     """Refuse (:class:`OutputFolderError`) unless ``out`` is new, an empty folder, or (``force``) an unchanged
-    earlier output of this package (see :func:`~modelscope_facemask.manifest.replacement_problem`)."""
+    earlier output of this package (see :func:`~modelscope_facemask.hub.manifest.replacement_problem`)."""
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
         raise ConfigurationError(f"--out {str(out)!r} must not be the model folder or inside it")
     if not (out.exists() or out.is_symlink()) or (out.is_dir() and not out.is_symlink() and not any(out.iterdir())):
@@ -87,7 +87,7 @@ def _prepare_destination(out: Path, source: Path, force: bool) -> None:
 
 def _check_packed(folder: Path, state: dict[str, torch.Tensor]) -> None:
     """Both weights files hold exactly ``state``, and the packed folder loads like any model folder."""
-    from .modelscope_adapters.model import FaceMaskModel
+    from ..modelscope_adapters.model import FaceMaskModel
 
     for name in (TORCH_WEIGHTS, SAFETENSORS_WEIGHTS):
         saved = read_state_dict(folder / name)
@@ -100,8 +100,8 @@ def pack_model(model: str, out: str | os.PathLike, *, detector: str | None = Non
                license: str = DEFAULT_LICENSE, untrained: bool = False, evaluation: str | os.PathLike | None = None,
                force: bool = False) -> PackResult:
     """Pack ``model`` (local folder or hub id) into ``out``; see the module docstring."""
-    from .faces.detector import FaceDetector
-    from .modelscope_adapters.model import FaceMaskModel
+    from ..faces.detector import FaceDetector
+    from ..modelscope_adapters.model import FaceMaskModel
 
     source = Path(local_model_dir(model))
     out = Path(out)

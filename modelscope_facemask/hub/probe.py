@@ -126,8 +126,8 @@ def offline_advice(model_id: str = FACEMASK_MODEL_ID, *, detector_id: str = "dam
 
 def looks_like_path(model: str) -> bool:
     """True when ``model`` can only be meant as a folder: not of the exact hub-id shape ``owner/name``
-    (:func:`modelscope_facemask.model_dirs.is_hub_id`, the one rule the loaders use)."""
-    from .model_dirs import is_hub_id
+    (:func:`modelscope_facemask.hub.model_folders.is_hub_id`, the one rule the loaders use)."""
+    from .model_folders import is_hub_id
 
     return not is_hub_id(model)
 

@@ -25,11 +25,11 @@ from modelscope.utils.constant import Fields, Tasks
 from modelscope.utils.import_utils import LazyImportModule
 
 from . import builder_guards
-from .log import logger
-from .metainfo import Models, Pipelines, Preprocessors
-from .modelscope_adapters.model import FaceMaskModel
-from .modelscope_adapters.pipeline import FaceMaskPipeline
-from .modelscope_adapters.preprocessor import FaceMaskPreprocessor
+from ..log import logger
+from ..metainfo import Models, Pipelines, Preprocessors
+from .model import FaceMaskModel
+from .pipeline import FaceMaskPipeline
+from .preprocessor import FaceMaskPreprocessor
 
 BUILTIN_MODULE = "modelscope.pipelines.cv.mask_face_recognition_pipeline"
 BUILTIN_SIGNATURE = ("PIPELINES", Tasks.face_recognition, Pipelines.builtin_facemask)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import FaceMaskError
+from ..errors import FaceMaskError
 from .manifest import MANIFEST_FILE, listed_files, read_manifest, verify_manifest
 from .token_scrubbing import TOKEN_ENV  # noqa: F401  (re-exported: the CLI names it)
 

@@ -7,10 +7,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .checkpoints import TORCH_WEIGHTS, save_state_dict
-from .configuration import CONFIGURATION_FILE, DEFAULT_DETECTOR, FACEMASK_UNITS
-from .metainfo import Models, Pipelines, Preprocessors
-from .nets.retinaface import RetinaFaceConfig
+from ..checkpoints import TORCH_WEIGHTS, save_state_dict
+from ..configuration import CONFIGURATION_FILE, DEFAULT_DETECTOR, FACEMASK_UNITS
+from ..metainfo import Models, Pipelines, Preprocessors
+from ..nets.retinaface import RetinaFaceConfig
 
 #: what the official hub card of damo/cv_resnet_face-recognition_facemask may hold at minimum
 OFFICIAL_MINIMAL_CONFIGURATION: dict[str, Any] = {
@@ -38,7 +38,7 @@ def facemask_configuration(
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
     """Write pretty strict JSON (UTF-8, trailing newline, non-finite floats as null) atomically."""
-    from .json_output import write_json as write_strict_json
+    from ..json_output import write_json as write_strict_json
 
     return write_strict_json(path, data)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .faces.choose import validate_max_faces
+from .faces.detector import check_det_max_side
 from .hub.model_folders import is_hub_id, local_model_dir
 from .nets.iresnet import DEPTH_UNITS
 from .precision import DEFAULT_PRECISION, PRECISIONS
@@ -37,6 +38,7 @@ class FaceMaskSettings:
     use_det: bool = True
     min_face_size: float = 10.0
     precision: str = DEFAULT_PRECISION
+    det_max_side: int | None = None
 
 
 def read_configuration(model_dir: str | os.PathLike) -> dict[str, Any]:
@@ -146,6 +148,11 @@ def facemask_settings(config: dict[str, Any]) -> FaceMaskSettings:
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ConfigurationError("model.precision must be " + ", ".join(f'"{p}"' for p in PRECISIONS)
                                  + f" (lower case), got {_excerpt(precision)}")
+    try:
+        det_max_side = check_det_max_side(pre.get("det_max_side"), where="preprocessor.det_max_side")
+    except ConfigurationError:
+        raise ConfigurationError("preprocessor.det_max_side must be an integer >= 32 (px) or null (the reference's "
+                                 f"1500/1000 rule), got {_excerpt(pre.get('det_max_side'))}") from None
     return FaceMaskSettings(
         detector=detector,
         units=tuple(units),  # type: ignore[arg-type]
@@ -153,6 +160,7 @@ def facemask_settings(config: dict[str, Any]) -> FaceMaskSettings:
         use_det=use_det,
         min_face_size=float(min_face_size),
         precision=precision,
+        det_max_side=det_max_side,
     )
 
 

@@ -156,8 +156,10 @@ def embedding_contract(pipeline: Any, max_faces: int | None) -> dict[str, Any]:
     }
     if settings.use_det:
         detector = pipeline.preprocessor.detector
-        contract.update(detector=detector.config.to_dict(), detection_settings=asdict(detector.settings),
-                        detector_mean=list(MEAN))
+        detection = asdict(detector.settings)
+        if detection["det_max_side"] is None:  # the reference's resize rule: contracts made before the option stay equal
+            del detection["det_max_side"]
+        contract.update(detector=detector.config.to_dict(), detection_settings=detection, detector_mean=list(MEAN))
     return contract
 
 

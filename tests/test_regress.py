@@ -159,6 +159,17 @@ def test_contract_change_warns(model_dir, images, tmp_path, capsys):
     assert "warning: embedding contract differs from the reference's" in out and "changed: min_face_size)" in out
 
 
+def test_det_max_side_is_part_of_the_contract(model_dir, images, tmp_path, capsys):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    config = json.loads((copy / "configuration.json").read_text())
+    config["preprocessor"]["det_max_side"] = 2000  # the portraits are smaller: no resizing either way, same outputs
+    (copy / "configuration.json").write_text(json.dumps(config))
+    assert _check(copy, images) == 0
+    out = capsys.readouterr().out
+    assert "warning: embedding contract differs from the reference's" in out and "detection_settings" in out
+
+
 def test_usage_errors_exit_2(model_dir, images, tmp_path, capsys):
     assert _check(model_dir, images, reference=tmp_path / "missing.npz") == 2
     assert "does not exist" in capsys.readouterr().err

@@ -19,7 +19,7 @@ class UsageError(Exception):
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--detector``, ``--device`` and ``--precision``."""
+    """``--model``, ``--detector``, ``--device``, ``--precision`` and ``--det-max-side``."""
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"hub id (owner/name) or local model folder (default: {DEFAULT_MODEL})")
     parser.add_argument("--detector", default=None,
@@ -31,6 +31,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
                         help="network precision: fp32 (default, or the model's configuration.json model.precision), "
                              "fp16 (CUDA only) or bf16 (slow on CPUs without bf16 hardware)")
+    parser.add_argument("--det-max-side", default=None, type=int, metavar="N",
+                        help="opt-in: detect on a copy whose longer side is at most N px (e.g. 640; faster), results "
+                             "in original pixels (default: the model's configuration.json, else the reference's rule: "
+                             "images over 1500 px resized to 1000 px)")
 
 
 def is_url(text: str) -> bool:
@@ -89,7 +93,8 @@ def open_pipeline(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any:
     model_dir = resolve_model_dir(args.model)
     kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
     return FaceMaskPipeline(model_dir, device=args.device, detector_model=resolve_detector(args, model_dir),
-                            precision=getattr(args, "precision", None), **kwargs)
+                            precision=getattr(args, "precision", None),
+                            det_max_side=getattr(args, "det_max_side", None), **kwargs)
 
 
 def untrained_warning(pipeline: Any) -> None:
@@ -108,7 +113,8 @@ def open_preprocessor(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any
     model_dir = resolve_model_dir(args.model)
     kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
     return FaceMaskPreprocessor(model_dir, detector=resolve_detector(args, model_dir), device=args.device,
-                                precision=getattr(args, "precision", None), **kwargs)
+                                precision=getattr(args, "precision", None),
+                                det_max_side=getattr(args, "det_max_side", None), **kwargs)
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:

@@ -1,6 +1,7 @@
 """RetinaFace face detection reproducing ModelScope's ``RetinaFaceDetection.forward`` (plus batching).
 
-Per image: if the longer side exceeds 1500 px, resize (float32, bilinear) by 1000 / longer side; subtract the
+Per image: if the longer side exceeds 1500 px, resize (float32, bilinear) by 1000 / longer side (opt-in
+``det_max_side`` = N: by N / longer side when that exceeds N px); subtract the
 mean (104, 117, 123) from the array in the detector's channel order; run the network; decode with cached anchors;
 threshold 0.9, top-k 5000, NMS 0.4 (``+1`` area convention), keep 750; coordinates back in original pixels.
 Scores stay true scores (the reference divides them by the resize factor too). Images of equal network-input
@@ -41,11 +42,26 @@ class DetectionSettings:
     keep_top_k: int = 750
     max_side: int = 1500
     resize_side: float = 1000.0
+    #: opt-in: detect on a copy whose longer side is at most this many px (replaces the 1500/1000 rule; no upscaling)
+    det_max_side: int | None = None
+
+
+def check_det_max_side(value: object, *, where: str = "det_max_side") -> int | None:
+    """``None`` (the reference's 1500/1000 rule) or an integer >= 32 (px); bools, floats and strings are refused."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 32:
+        raise ConfigurationError(f"{where} must be an integer >= 32 (the longer side, in px, of the copy detection "
+                                 f"runs on; 640 is common) or None (the reference's rule), got {value!r}")
+    return int(value)
 
 
 def resize_factor(height: int, width: int, settings: DetectionSettings) -> float:
-    """The reference's resize factor ``ss``: 1000 / longer side when that exceeds 1500 px, else 1."""
+    """The resize factor ``ss``: the reference's 1000 / longer side when that exceeds 1500 px, else 1; with
+    ``settings.det_max_side`` = N instead N / longer side when that exceeds N px, else 1."""
     longer = max(height, width)
+    if settings.det_max_side is not None:
+        return settings.det_max_side / longer if longer > settings.det_max_side else 1.0
     return settings.resize_side / longer if longer > settings.max_side else 1.0
 
 
@@ -55,7 +71,7 @@ def check_detectable(image_rgb: np.ndarray, settings: DetectionSettings = Detect
     ss = resize_factor(height, width, settings)
     if min(round(height * ss), round(width * ss)) < 1:
         raise ImageLoadError(
-            f"{label} is {width}x{height} px: resized to {settings.resize_side:g} px on its longer side for detection "
+            f"{label} is {width}x{height} px: resized to {max(height, width) * ss:g} px on its longer side for detection "
             "it would have a side of 0 px; crop or pad it to a less extreme aspect ratio"
         )
 

@@ -17,11 +17,13 @@ import numpy as np
 from ..devices import check_device_type
 from ..errors import ConfigurationError, UnknownOptionError
 from ..faces.choose import validate_max_faces
+from ..faces.detector import check_det_max_side
 from ..faces.recognizer import positive_batch_size
 from ..precision import check_precision
 
 #: options of ``pipeline(...)`` / ``FaceMaskPipeline(...)`` (besides ``model`` and ``preprocessor``)
-PIPELINE_OPTIONS = ("device", "use_det", "max_faces", "detector_model", "batch_size", "precision")
+PIPELINE_OPTIONS = ("device", "use_det", "max_faces", "detector_model", "batch_size", "precision",
+                   "det_max_side")
 #: options accepted per call, ``p(img, **options)``
 CALL_OPTIONS = ("use_det", "max_faces", "batch_size")
 #: keywords ModelScope's ``pipeline()``/``build_from_cfg`` pass to a pipeline class, or its ``Pipeline.__init__``
@@ -80,6 +82,8 @@ def check_option(name: str, value: Any) -> Any:
         return check_min_face_size(value)
     if name == "precision":
         return check_precision(value)
+    if name == "det_max_side":
+        return check_det_max_side(value)
     raise ConfigurationError(f"unknown option {name!r}")
 
 

@@ -54,7 +54,9 @@ class FaceMaskPipeline(Pipeline):
     ``use_det`` (False = resize the whole image to 112x112 like the built-in), ``max_faces`` (1 = the largest face;
     None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer),
     ``precision`` ('fp32' (default: configuration.json's ``model.precision``, else fp32), 'fp16' (CUDA only),
-    'bf16'; the recognizer's and the detector's weights are cast once).
+    'bf16'; the recognizer's and the detector's weights are cast once), ``det_max_side`` (opt-in, int >= 32: detect on
+    a copy whose longer side is at most that many px, results in original pixels; default: configuration.json's
+    ``preprocessor.det_max_side``, else the reference's 1500/1000 rule).
     ``use_det``, ``max_faces`` and ``batch_size`` may also be given per call. Unknown keywords are logged at WARNING
     (naming the closest option) and ignored, except those ModelScope itself passes.
     """
@@ -69,10 +71,12 @@ class FaceMaskPipeline(Pipeline):
         detector_model: str | None = None,
         batch_size: int = 32,
         precision: str | None = None,
+        det_max_side: int | None = None,
         **kwargs: Any,
     ) -> None:
         use_det = check_option("use_det", use_det)
         precision = check_option("precision", precision)
+        det_max_side = check_option("det_max_side", det_max_side)
         if max_faces is not _KEEP:
             check_option("max_faces", max_faces)
         batch_size = check_option("batch_size", batch_size)
@@ -94,12 +98,13 @@ class FaceMaskPipeline(Pipeline):
         if preprocessor is None:
             preprocessor = FaceMaskPreprocessor.from_pretrained(
                 model_dir, device=self.device_used, detector=detector_model, use_det=use_det, max_faces=max_faces,
-                precision=precision or model.precision,
+                precision=precision or model.precision, det_max_side=det_max_side,
             )
         elif isinstance(preprocessor, FaceMaskPreprocessor):
             _check_same_precision(precision, preprocessor.precision, "preprocessor")
-            if detector_model is not None or use_det is not None or max_faces is not _KEEP:
-                logger.warning("a preprocessor was given: detector_model, use_det and max_faces of the pipeline are "
+            if detector_model is not None or use_det is not None or max_faces is not _KEEP or det_max_side is not None:
+                logger.warning("a preprocessor was given: detector_model, use_det, max_faces and det_max_side of the "
+                               "pipeline are "
                                "ignored (set them on the preprocessor, or per call: use_det, max_faces)")
             if preprocessor.device_used != self.device_used:
                 preprocessor.use_device(self.device_used)

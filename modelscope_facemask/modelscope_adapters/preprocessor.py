@@ -20,7 +20,7 @@ from ..configuration import (
 from ..devices import resolve_device
 from ..errors import FaceMaskError
 from ..faces.choose import validate_max_faces
-from ..faces.detector import FaceDetector, check_detectable, resize_factor
+from ..faces.detector import DetectionSettings, FaceDetector, check_det_max_side, check_detectable, resize_factor
 from ..faces.images import as_image_error, describe_source, load_image
 from ..faces.prepare import PreparedFaces, prepare_faces_each
 from ..log import logger
@@ -38,7 +38,10 @@ class FaceMaskPreprocessor(Preprocessor):
     """Images -> chosen faces and their aligned RGB crops. The detector loads on first use.
 
     ``precision`` ('fp32', 'fp16' (CUDA only), 'bf16'; ``None``: configuration.json's ``model.precision``, default
-    'fp32') is the detector's; its weights are cast once when it loads.
+    'fp32') is the detector's; its weights are cast once when it loads. ``det_max_side`` (opt-in; ``None``:
+    configuration.json's ``preprocessor.det_max_side``, default the reference's 1500/1000 rule) = N detects on a copy
+    whose longer side is at most N px; boxes and landmarks come back in original pixels and crops are aligned from the
+    original image. It is fixed when the preprocessor is built (not a per-call option).
     """
 
     def __init__(
@@ -50,12 +53,14 @@ class FaceMaskPreprocessor(Preprocessor):
         max_faces: int | None | object = _KEEP,
         min_face_size: float | None = None,
         precision: str | None = None,
+        det_max_side: int | None = None,
         mode: str = ModeKeys.INFERENCE,
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode)
         use_det, min_face_size = check_use_det(use_det), check_min_face_size(min_face_size)
         precision = check_precision(precision)
+        det_max_side = check_det_max_side(det_max_side)
         detector = check_detector_model(detector, where="detector")
         self.device_used = resolve_device(device)
         self.model_dir = model_dir
@@ -67,6 +72,7 @@ class FaceMaskPreprocessor(Preprocessor):
             use_det=base.use_det if use_det is None else use_det,
             min_face_size=base.min_face_size if min_face_size is None else min_face_size,
             precision=precision or base.precision,
+            det_max_side=base.det_max_side if det_max_side is None else det_max_side,
         )
         validate_max_faces(self.settings.max_faces)
         check_precision_on_device(self.settings.precision, self.device_used)
@@ -96,7 +102,9 @@ class FaceMaskPreprocessor(Preprocessor):
             folder = resolve_detector_dir(self.settings.detector, self.model_dir)
             if self.model_dir:  # a detector inside a packed repository is covered by its manifest
                 verify_manifest(self.model_dir, [os.path.join(self.model_dir, CONFIGURATION_FILE), folder])
-            self._detector = FaceDetector.from_pretrained(folder, device=self.device_used, precision=self.precision)
+            settings = DetectionSettings(det_max_side=self.settings.det_max_side)
+            self._detector = FaceDetector.from_pretrained(folder, device=self.device_used, precision=self.precision,
+                                                          settings=settings)
             logger.info("RetinaFace detector (%s) loaded from %s on %s (%s)", self._detector.config.name, folder,
                         self.device_used, self.precision)
         return self._detector
@@ -113,7 +121,7 @@ class FaceMaskPreprocessor(Preprocessor):
 
         Any exception while reading one input or finding its faces becomes that slot's error: our own classes as
         they are, anything else as ``ImageLoadError`` (reading) or ``FacePreparationError`` (detection,
-        alignment), chained to the cause. Images that detection downsizes (longer side > 1500 px), and all images
+        alignment), chained to the cause. Images that detection downsizes (longer side > 1500 px, or > ``det_max_side``), and all images
         when ``use_det`` is off, are prepared as soon as they are loaded, so at most one of them is held at a time;
         the others are detected together, batched per size.
         """

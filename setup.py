@@ -43,6 +43,8 @@ setup(
             "torchvision==0.29.1",
             "onnx>=1.15",
             "onnxruntime>=1.17",
+            # facemask evaluate --plot (optional at runtime): its real rendering is tested, not skipped
+            "matplotlib>=3.7",
         ],
     },
     entry_points={"console_scripts": ["facemask=modelscope_facemask.cli:main"]},

@@ -25,9 +25,11 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
 def writing_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` atomically, on failure it is removed.
 
-    The suffix of ``path`` is kept on the temporary name, so writers that choose a format by suffix still work.
+    Missing parent folders are created. The suffix of ``path`` is kept on the temporary name, so writers that
+    choose a format by suffix still work.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     tmp = tmp.with_name(tmp.name + path.suffix)
     try:

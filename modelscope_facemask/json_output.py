@@ -36,6 +36,5 @@ def json_text(data: Any, *, indent: int | None = None) -> str:
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write pretty strict JSON (UTF-8, trailing newline) atomically; creates the parent folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json_text(data, indent=2) + "\n")
     return path

@@ -237,7 +237,6 @@ def save_reference(reference: Reference, path: str | Path) -> Path:
                              (f"; ... ({len(bad)} in all)" if len(bad) > 8 else "") + "; the model's weights or "
                              "computation are broken, fix them before making a reference")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f.name: getattr(reference, f.name) for f in fields(reference)}
     arrays["images"] = np.array(reference.images, dtype=str)
     arrays["image_sha256"] = np.array(reference.image_sha256, dtype=str)

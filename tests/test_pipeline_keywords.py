@@ -24,13 +24,8 @@ KEYS = (OutputKeys.IMG_EMBEDDING, OutputKeys.SCORES, OutputKeys.BOXES, OutputKey
 
 
 @pytest.fixture(scope="module")
-def model_dir(small_model_dir):
-    return small_model_dir
-
-
-@pytest.fixture(scope="module")
-def pipe(model_dir):
-    return pipeline(Tasks.face_recognition, str(model_dir), device="cpu")
+def pipe(small_model_dir):
+    return pipeline(Tasks.face_recognition, str(small_model_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +56,9 @@ def _assert_same(a: dict, b: dict) -> None:
 
 
 # ---------------------------------------------------------------------- unknown keywords
-def test_unknown_pipeline_keywords_warn_naming_them(model_dir, photo, caplog):
+def test_unknown_pipeline_keywords_warn_naming_them(small_model_dir, photo, caplog):
     with caplog.at_level(logging.WARNING, logger="modelscope.facemask"):
-        p = pipeline(Tasks.face_recognition, str(model_dir), device="cpu", max_face=None, engine="openvino")
+        p = pipeline(Tasks.face_recognition, str(small_model_dir), device="cpu", max_face=None, engine="openvino")
     messages = _unknown_keyword_records(caplog)
     assert len(messages) == 2
     typo = next(m for m in messages if "'max_face'" in m)
@@ -72,12 +67,12 @@ def test_unknown_pipeline_keywords_warn_naming_them(model_dir, photo, caplog):
     assert len(p(photo)[OutputKeys.SCORES]) == 1  # max_face=None did not become max_faces=None
 
 
-def test_keywords_modelscope_passes_are_quiet(model_dir, caplog):
+def test_keywords_modelscope_passes_are_quiet(small_model_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="modelscope.facemask"):
-        pipeline(Tasks.face_recognition, str(model_dir), device="cpu")
-        pipeline(Tasks.face_recognition, str(model_dir), device="cpu", model_revision="master", trust_remote_code=True,
+        pipeline(Tasks.face_recognition, str(small_model_dir), device="cpu")
+        pipeline(Tasks.face_recognition, str(small_model_dir), device="cpu", model_revision="master", trust_remote_code=True,
                  auto_collate=True, compile=False, llm_framework=None, external_engine_for_llm=False)
-        FaceMaskPipeline(str(model_dir), device="cpu", trust_remote_code=False, device_map=None, model_revision="v1")
+        FaceMaskPipeline(str(small_model_dir), device="cpu", trust_remote_code=False, device_map=None, model_revision="v1")
     assert _unknown_keyword_records(caplog) == []
 
 
@@ -103,16 +98,16 @@ def test_extra_positional_arguments_are_refused(pipe, photo):
 
 # ---------------------------------------------------------------------- types of known options
 @pytest.mark.parametrize("value", ["false", "False", 0, 1, "no", None.__class__], ids=repr)
-def test_use_det_must_be_a_boolean_everywhere(model_dir, pipe, photo, value):
+def test_use_det_must_be_a_boolean_everywhere(small_model_dir, pipe, photo, value):
     """``use_det='false'`` ran detection (bool('false') is True); now a ConfigurationError as in configuration.json."""
     with pytest.raises(ConfigurationError, match="use_det must be True or False"):
-        pipeline(Tasks.face_recognition, str(model_dir), device="cpu", use_det=value)
+        pipeline(Tasks.face_recognition, str(small_model_dir), device="cpu", use_det=value)
     with pytest.raises(ConfigurationError, match="use_det must be True or False"):
         pipe(photo, use_det=value)
     with pytest.raises(ConfigurationError, match="use_det must be True or False"):
         pipe([photo], use_det=value)
     with pytest.raises(ConfigurationError, match="use_det must be True or False"):
-        FaceMaskPreprocessor(str(model_dir), device="cpu", use_det=value)
+        FaceMaskPreprocessor(str(small_model_dir), device="cpu", use_det=value)
 
 
 def test_numpy_booleans_are_booleans(pipe, photo):
@@ -127,10 +122,10 @@ def test_numpy_booleans_are_booleans(pipe, photo):
     ({"device": 1}, "device must be a string"), ({"device": ["cpu"]}, "device must be a string"),
     ({"detector_model": 5}, "detector_model"), ({"detector_model": ""}, "detector_model"),
 ], ids=str)
-def test_wrong_option_types_at_construction(model_dir, options, match):
+def test_wrong_option_types_at_construction(small_model_dir, options, match):
     """Checked before anything loads (``device=1``: before, ``'int' object has no attribute 'strip'``)."""
     with pytest.raises(ConfigurationError, match=match):
-        pipeline(Tasks.face_recognition, str(model_dir), **{"device": "cpu", **options})
+        pipeline(Tasks.face_recognition, str(small_model_dir), **{"device": "cpu", **options})
 
 
 @pytest.mark.parametrize("options, match", [

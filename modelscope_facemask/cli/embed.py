@@ -84,12 +84,10 @@ def run(args: argparse.Namespace) -> int:
         if out == "-":
             sys.stdout.write(lines)
         else:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(out, lines)
     else:
         metadata = {"model": args.model, **run_metadata(pipeline, pipeline.preprocessor.settings.max_faces
                                                         if max_faces is KEEP else max_faces)}
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
         with writing_file(out) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
             np.savez_compressed(fh, **_flatten(sources, outputs), metadata=np.array(json_text(metadata)))
     where = "" if out in (None, "-") else f" -> {out}"

@@ -92,12 +92,9 @@ def run_check(args: argparse.Namespace) -> int:
     report = check_reference(pipeline, reference, images, reference_path=args.reference, overrides=overrides)
     print(format_report(report, reference))
     if args.json:
-        import json
+        from ..json_output import write_json
 
-        from ..atomic_files import write_text_atomic
-
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         # strict JSON: the report never holds NaN/Inf (non-finite values are failures with "value": null)
-        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+        write_json(args.json, report.to_dict())
         print(f"report -> {args.json}")
     return 0 if report.passed else 1

@@ -34,6 +34,11 @@ setup(
         "requests",
     ],
     extras_require={
+        # optional engines and tools; a feature whose extra is missing raises an error naming the extra
+        "onnx": ["onnxruntime>=1.17"],
+        "openvino": ["openvino>=2024.0"],
+        "gallery": ["faiss-cpu>=1.8", "pyarrow>=14"],
+        "ray": ["ray[data]>=2.9", "pyarrow>=14"],
         "test": [
             "pytest>=7",
             # independent references: scikit-image (similarity transform, built-in alignment),
@@ -45,6 +50,11 @@ setup(
             "onnxruntime>=1.17",
             # facemask evaluate --plot (optional at runtime): its real rendering is tested, not skipped
             "matplotlib>=3.7",
+            # every optional extra, so that its tests run in CI instead of skipping
+            "openvino>=2024.0",
+            "faiss-cpu>=1.8",
+            "pyarrow>=14",
+            "ray[data]>=2.9",
         ],
     },
     entry_points={"console_scripts": ["facemask=modelscope_facemask.cli:main"]},

@@ -2,7 +2,8 @@
 
 Two shapes are accepted: the official hub card (often only ``framework``, ``task`` and ``pipeline.type``) and this
 project's card, which may add ``model`` (``type: facemask``, optional ``backbone.units``, optional ``precision``:
-``fp32`` (default), ``fp16`` or ``bf16``, for the recognizer and the detector alike) and ``preprocessor``
+``fp32`` (default), ``fp16`` or ``bf16``, for the recognizer and the detector alike; optional ``engine``: ``torch``
+(default), ``onnxruntime`` or ``openvino``, for both networks too) and ``preprocessor``
 (``detector``: a hub id or a folder inside the model repo; ``max_faces``; ``use_det``).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .faces.choose import validate_max_faces
 from .faces.detector import check_det_max_side
 from .hub.model_folders import is_hub_id, local_model_dir
 from .nets.iresnet import DEPTH_UNITS
+from .engines import DEFAULT_ENGINE, ENGINES
 from .precision import DEFAULT_PRECISION, PRECISIONS
 
 CONFIGURATION_FILE = "configuration.json"
@@ -39,6 +41,7 @@ class FaceMaskSettings:
     min_face_size: float = 10.0
     precision: str = DEFAULT_PRECISION
     det_max_side: int | None = None
+    engine: str = DEFAULT_ENGINE
 
 
 def read_configuration(model_dir: str | os.PathLike) -> dict[str, Any]:
@@ -148,6 +151,10 @@ def facemask_settings(config: dict[str, Any]) -> FaceMaskSettings:
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ConfigurationError("model.precision must be " + ", ".join(f'"{p}"' for p in PRECISIONS)
                                  + f" (lower case), got {_excerpt(precision)}")
+    engine = model.get("engine", DEFAULT_ENGINE)
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise ConfigurationError("model.engine must be " + ", ".join(f'"{e}"' for e in ENGINES)
+                                 + f", got {_excerpt(engine)}")
     try:
         det_max_side = check_det_max_side(pre.get("det_max_side"), where="preprocessor.det_max_side")
     except ConfigurationError:
@@ -161,6 +168,7 @@ def facemask_settings(config: dict[str, Any]) -> FaceMaskSettings:
         min_face_size=float(min_face_size),
         precision=precision,
         det_max_side=det_max_side,
+        engine=engine,
     )
 
 

@@ -69,3 +69,42 @@ class FacePreparationError(FaceMaskError, RuntimeError):
 class BatchOutOfMemoryError(FaceMaskError, RuntimeError):
     """A network ran out of device memory even on a batch of one (batches are halved and retried before that);
     chained to the out-of-memory error."""
+
+
+class MissingExtraError(FaceMaskError, ImportError):
+    """An optional extra (e.g. ``[gallery]`` for faiss, ``[ray]`` for Ray) is not installed; the message names the
+    extra and the pip command that installs it."""
+
+
+class GalleryFormatError(FaceMaskError, ValueError):
+    """A folder is not a complete FaceMask gallery (missing or half-written files, files that do not match its
+    manifest.json, an unsupported format version); the message names the folder and how to rebuild it."""
+
+
+class GalleryMismatchError(FaceMaskError, ValueError):
+    """A gallery was built with another recognizer (weights sha256) or another embedding contract than the model in
+    use: its scores would be meaningless. The message names both hashes and the fix."""
+
+
+class GalleryIdentityError(FaceMaskError, ValueError):
+    """An identity asked for (e.g. to remove) is not in the gallery; nothing was changed."""
+
+
+class EnrolmentSourceError(FaceMaskError, ValueError):
+    """An enrolment or probe source (IDENTITY/*.jpg folder tree, path,identity CSV, Parquet face rows) cannot be
+    used: missing columns, no identity folders, no images, rows without the model metadata."""
+
+
+class FaceRowsError(FaceMaskError, ValueError):
+    """A face-rows Parquet file or shard folder (``facemask embed --out DIR``) is unreadable, lacks the face-rows
+    columns or metadata, or mixes runs of different models or embedding contracts."""
+
+
+class VectorInputError(FaceMaskError, ValueError):
+    """Vectors, ids, queries or k given to a vector index are unusable: wrong shape or dtype, non-finite or not unit
+    length, duplicate ids, or ids already in the index. The message names the argument and the fix."""
+
+
+class IndexFileError(FaceMaskError, ValueError):
+    """A saved vector index file is missing, unreadable, truncated or corrupt, or is not an index this package
+    writes (wrong index type, metric, dimension or ids); the message names the file and how to rebuild it."""

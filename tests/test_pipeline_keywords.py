@@ -58,12 +58,12 @@ def _assert_same(a: dict, b: dict) -> None:
 # ---------------------------------------------------------------------- unknown keywords
 def test_unknown_pipeline_keywords_warn_naming_them(small_model_dir, photo, caplog):
     with caplog.at_level(logging.WARNING, logger="modelscope.facemask"):
-        p = pipeline(Tasks.face_recognition, str(small_model_dir), device="cpu", max_face=None, engine="openvino")
+        p = pipeline(Tasks.face_recognition, str(small_model_dir), device="cpu", max_face=None, backend="openvino")
     messages = _unknown_keyword_records(caplog)
     assert len(messages) == 2
     typo = next(m for m in messages if "'max_face'" in m)
     assert "did you mean 'max_faces'?" in typo and "ignored" in typo
-    assert "'engine'" in next(m for m in messages if "'engine'" in m)
+    assert "'backend'" in next(m for m in messages if "'backend'" in m)
     assert len(p(photo)[OutputKeys.SCORES]) == 1  # max_face=None did not become max_faces=None
 
 

@@ -1,6 +1,7 @@
 """``facemask``: the command line of modelscope-facemask (also ``python -m modelscope_facemask.cli``).
 
-Subcommands: embed, compare, annotate, evaluate, env, regress (create | check), pack, publish, demo. Exit codes:
+Subcommands: embed, compare, annotate, evaluate, env, regress (create | check), pack, publish, demo,
+gallery (build | add | remove | info), identify. Exit codes:
 0 success, 1 a failure the command detected (regression, no face, remote verification), 2 a usage error (missing
 file, bad option, unusable model or reference, unreachable hub) or any other error. No command prints a traceback
 unless -v is given; the hub token is masked in everything printed.
@@ -15,10 +16,10 @@ import traceback
 from typing import Iterator, Sequence
 
 from ..version import __version__
-from . import annotate, compare, demo, embed, env, evaluate, pack, publish, regress
+from . import annotate, compare, demo, embed, env, evaluate, export, gallery, identify, pack, publish, regress
 from .common import UsageError
 
-SUBCOMMANDS = (embed, compare, annotate, evaluate, env, regress, pack, publish, demo)
+SUBCOMMANDS = (embed, compare, annotate, evaluate, env, regress, pack, publish, demo, export, gallery, identify)
 
 
 def build_parser() -> argparse.ArgumentParser:

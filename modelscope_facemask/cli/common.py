@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..embedding_runs import KEEP, embed_sources
 from ..hub.probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
 from ..json_output import json_text, write_json  # noqa: F401  (re-exported for the subcommands)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-KEEP = object()  # "use the model's configured max_faces"
 
 
 class UsageError(Exception):
@@ -19,9 +19,11 @@ class UsageError(Exception):
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--detector``, ``--device``, ``--precision`` and ``--det-max-side``."""
+    """``--model``, ``--detector``, ``--device``, ``--precision``, ``--det-max-side``, ``--engine`` and
+    ``--engine-dir``."""
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"hub id (owner/name) or local model folder (default: {DEFAULT_MODEL})")
+                        help=f"ModelScope hub id (owner/name), hf://OWNER/NAME[@REVISION] (Hugging Face Hub) or local "
+                             f"model folder (default: {DEFAULT_MODEL})")
     parser.add_argument("--detector", default=None,
                         help="RetinaFace detector to use instead of the one the model's configuration.json names "
                              "(hub id or local folder)")
@@ -35,6 +37,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="opt-in: detect on a copy whose longer side is at most N px (e.g. 640; faster), results "
                              "in original pixels (default: the model's configuration.json, else the reference's rule: "
                              "images over 1500 px resized to 1000 px)")
+    parser.add_argument("--engine", default=None, choices=("torch", "onnxruntime", "openvino"),
+                        help="what runs the networks: torch (default, or the model's configuration.json "
+                             "model.engine), onnxruntime or openvino (CPU, fp32; graphs from --engine-dir, else "
+                             "exported on first use into the cache)")
+    parser.add_argument("--engine-dir", default=None, metavar="DIR",
+                        help="a folder written by `facemask export` for --engine onnxruntime/openvino")
 
 
 def is_url(text: str) -> bool:
@@ -49,8 +57,13 @@ def resolve_model_dir(model: str, what: str = "model") -> str:
     """
     from ..errors import ModelSourceError
     from ..hub.probe import hub_problem
-    from ..hub.model_folders import is_hub_id, local_model_dir
+    from ..hub.model_folders import hf_model_dir, is_hub_id, local_model_dir
 
+    if model.startswith("hf://"):  # a Hugging Face Hub repository, verified against its manifest.json
+        try:
+            return hf_model_dir(model, what=what)
+        except ModelSourceError as exc:  # malformed reference, hub or cache failure
+            raise UsageError(str(exc)) from None
     if os.path.isdir(os.path.expanduser(model)) or not is_hub_id(model):
         try:  # a local folder (checked for an interrupted download), or a missing path reported as such
             return local_model_dir(model, what=what)
@@ -94,7 +107,8 @@ def open_pipeline(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any:
     kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
     return FaceMaskPipeline(model_dir, device=args.device, detector_model=resolve_detector(args, model_dir),
                             precision=getattr(args, "precision", None),
-                            det_max_side=getattr(args, "det_max_side", None), **kwargs)
+                            det_max_side=getattr(args, "det_max_side", None), engine=getattr(args, "engine", None),
+                            engine_dir=getattr(args, "engine_dir", None), **kwargs)
 
 
 def untrained_warning(pipeline: Any) -> None:
@@ -114,7 +128,8 @@ def open_preprocessor(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any
     kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
     return FaceMaskPreprocessor(model_dir, detector=resolve_detector(args, model_dir), device=args.device,
                                 precision=getattr(args, "precision", None),
-                                det_max_side=getattr(args, "det_max_side", None), **kwargs)
+                                det_max_side=getattr(args, "det_max_side", None), engine=getattr(args, "engine", None),
+                                engine_dir=getattr(args, "engine_dir", None), **kwargs)
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
@@ -147,17 +162,9 @@ def expand_inputs(items: Iterable[str]) -> tuple[list[str], bool]:
 
 def run_images(pipeline: Any, sources: Sequence[str], *, max_faces: Any = KEEP, batch_size: int = 16,
                progress: bool = False) -> list[dict[str, Any]]:
-    """The pipeline's outputs for ``sources``, ``batch_size`` images at a time (bounded memory), with a progress bar."""
-    from tqdm import tqdm
-
-    kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
-    outputs: list[dict[str, Any]] = []
-    with tqdm(total=len(sources), unit="image", disable=not progress, dynamic_ncols=True) as bar:
-        for start in range(0, len(sources), batch_size):
-            chunk = list(sources[start : start + batch_size])
-            outputs += pipeline.run_batch(chunk, **kwargs)
-            bar.update(len(chunk))
-    return outputs
+    """The pipeline's outputs for ``sources``, ``batch_size`` images at a time (bounded memory), with a progress bar:
+    :func:`modelscope_facemask.embedding_runs.embed_sources`, the loop the library and the Ray actors share."""
+    return embed_sources(pipeline, sources, max_faces=max_faces, batch_size=batch_size, progress=progress)
 
 
 def check_output_file(path: str | os.PathLike, option: str) -> Path:

@@ -30,6 +30,7 @@ def collect(device: str, check_hub: bool, precision: str = "fp32") -> dict[str, 
     import torch
 
     from ..devices import resolve_device
+    from ..engines import installed_engines
     from ..errors import ConfigurationError
     from ..precision import check_precision_on_device, cpu_has_bf16, precision_dtype
     from ..hub.probe import hub_reachable, resolve_endpoint
@@ -46,10 +47,13 @@ def collect(device: str, check_hub: bool, precision: str = "fp32") -> dict[str, 
         "precision": runtime_precision(used, precision_dtype(precision)), "precision_problem": None,
         "cpu_bf16": cpu_has_bf16(),
         "torch_threads": torch.get_num_threads(),
+        "engines": installed_engines(),
         "optional": {name: importlib.util.find_spec(name) is not None for name in OPTIONAL},
         "hub": {"endpoint": resolve_endpoint(), "token_set": bool(os.environ.get("MODELSCOPE_API_TOKEN", "").strip())},
         "caches": {"MODELSCOPE_CACHE": os.environ.get("MODELSCOPE_CACHE", "~/.cache/modelscope (default)"),
-                   "FACEMASK_CACHE": os.environ.get("FACEMASK_CACHE", "~/.cache/modelscope-facemask (default)")},
+                   "FACEMASK_CACHE": os.environ.get("FACEMASK_CACHE", "~/.cache/modelscope-facemask (default)"),
+                   "FACEMASK_ENGINE_CACHE": os.environ.get("FACEMASK_ENGINE_CACHE",
+                                                           "FACEMASK_CACHE/engines (default)")},
     }
     try:
         check_precision_on_device(precision, used)
@@ -75,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
           f"torch threads {info['torch_threads']}; CPU bf16 hardware: {'yes' if info['cpu_bf16'] else 'no'}")
     if info["precision_problem"]:
         print(f"precision {args.precision!r} is refused here: {info['precision_problem']}")
+    print("engines: " + ", ".join(f"{name} {version}" if version else f"{name} (not installed)"
+                                  for name, version in info["engines"].items()))
     missing = [f"{name} (for {use})" for name, use in OPTIONAL.items() if not info["optional"][name]]
     print("optional packages missing: " + (", ".join(missing) if missing else "none"))
     hub = info["hub"]

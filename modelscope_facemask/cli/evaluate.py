@@ -1,4 +1,5 @@
-"""``facemask evaluate``: ROC AUC, EER and TAR at FAR 1e-2/1e-3/1e-4 on labelled pairs -- threshold calibration."""
+"""``facemask evaluate``: ROC AUC, EER and TAR at FAR 1e-2/1e-3/1e-4 on labelled pairs (1:1), or rank-1/rank-5
+identification rates and TPIR at FPIR 1e-2/1e-3 of probes against a gallery (1:N) -- threshold calibration."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from .common import (UsageError, add_command, add_model_options, check_output_file, expand_inputs, open_pipeline,
-                     positive_int, run_images, untrained_warning, write_json)
+from .common import (DEFAULT_MODEL, UsageError, add_command, add_model_options, check_output_file, expand_inputs,
+                     open_pipeline, positive_int, run_images, untrained_warning, write_json)
+from .gallery import model_default
 
 DESCRIPTION = """Evaluate face verification on labelled pairs and calibrate `facemask compare`'s threshold.
 
@@ -18,14 +20,34 @@ are relative to the CSV's folder. Each image's largest face is embedded once; th
 cosine of the two embeddings; "same person" means similarity >= threshold. Printed: ROC AUC, the equal error rate
 with its threshold, and the true-accept rate at false-accept rates 1e-2, 1e-3 and 1e-4 with the threshold of each
 (n/a when there are fewer than 1/FAR different-person pairs). Pairs with an unreadable image or no face are
-skipped and counted. Pass a threshold you choose here to `facemask compare --threshold`."""
+skipped and counted. Pass a threshold you choose here to `facemask compare --threshold`.
+
+1:N, `--gallery G --probes SRC` (SRC: an IDENTITY/*.jpg folder tree, a path,identity CSV or Parquet face rows):
+each probe image's largest face is searched in gallery G. Probes of identities enrolled in G are mated, the others
+non-mated. Printed, as NIST FRVT 1:N reports them: the rank-1 and rank-5 identification rates (mated probes whose
+identity is among the first 1 or 5 candidates) and, open set, TPIR (mated probes whose rank-1 candidate is their
+identity with a score >= T) at FPIR (non-mated probes whose rank-1 score is >= T) 1e-2 and 1e-3, with each
+threshold T (n/a with fewer than 1/FPIR non-mated probes). A probe with no face counts as a miss (mated) and as no
+false positive (non-mated). Pass a threshold you choose here to `facemask identify --threshold`.
+--mask-probes (masked-face evaluation, the protocol of the model card's MFR-ALL column: masked probes against an
+unmasked gallery): faces are detected on each unmasked probe photo, a synthetic surgical-like mask is drawn on the
+photo at the largest face's five landmarks (seeded by the probe's name, so every run draws the same masks), and the
+whole pipeline then runs on the masked photo; a face no longer detected once masked counts as a miss."""
 
 
 def register(commands: Any) -> None:
     parser = add_command(commands, "evaluate", help="verification metrics and thresholds on labelled pairs",
                          description=DESCRIPTION)
-    parser.add_argument("--pairs", required=True, metavar="PAIRS.csv", help="CSV with image_a,image_b,same")
+    parser.add_argument("--pairs", metavar="PAIRS.csv", help="1:1: CSV with image_a,image_b,same")
+    parser.add_argument("--gallery", metavar="G", help="1:N: gallery folder (`facemask gallery build`); needs --probes")
+    parser.add_argument("--probes", metavar="SRC", help="1:N: labelled probe images (IDENTITY/*.jpg folder tree, "
+                        "path,identity CSV, or Parquet face rows)")
+    parser.add_argument("--mask-probes", action="store_true", help="1:N: draw a synthetic mask on every probe photo "
+                        "first (masked probes against the unmasked gallery)")
+    parser.add_argument("--aggregate", choices=("best", "mean"), default="best",
+                        help="1:N per-identity score: best image (default) or mean template")
     add_model_options(parser)
+    model_default(parser, f"{DEFAULT_MODEL}; with --gallery, the gallery's model")
     parser.add_argument("--plot", metavar="ROC.png", help="also draw the ROC curve (needs matplotlib)")
     parser.add_argument("--json", metavar="RESULT.json", help="write the results as JSON (`facemask pack "
                         "--evaluation` puts them on the model card)")
@@ -35,8 +57,17 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.gallery is not None or args.probes is not None or args.mask_probes:
+        return run_identification(args)
+    if args.pairs is None:
+        raise UsageError("give --pairs PAIRS.csv (1:1 verification) or --gallery G --probes SRC (1:N identification)")
+    return run_pairs(args)
+
+
+def run_pairs(args: argparse.Namespace) -> int:
     from ..evaluate import PairsFileError, evaluate_similarities, plot_formats, plot_roc, read_pairs, roc_curve
 
+    args.model = args.model or DEFAULT_MODEL
     if args.plot:
         if importlib.util.find_spec("matplotlib") is None:
             raise UsageError("--plot needs matplotlib, which is not installed: `pip install matplotlib` "
@@ -93,4 +124,91 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         far, tar, _ = roc_curve(similarities, labels)
         print(f"ROC curve -> {plot_roc(far, tar, result, args.plot)}")
+    return 0
+
+
+def _probe_embeddings(args: argparse.Namespace, gallery: Any) -> tuple[Any, list[str]]:
+    """(embedded probes, identity of every probe problem), checked against the gallery's model."""
+    from ..errors import EnrolmentSourceError
+    from ..gallery.enrolment_sources import LabelledImages, embed_images, identity_of_source, read_source
+    from ..gallery.face_gallery import GalleryModel
+
+    try:
+        found = read_source(args.probes)
+    except EnrolmentSourceError as exc:
+        raise UsageError(str(exc)) from None
+    if not isinstance(found, LabelledImages):
+        if args.mask_probes:
+            raise UsageError(f"--mask-probes needs probe images (a folder tree or CSV), not Parquet face rows "
+                             f"{args.probes!r}: masks are drawn on the photos before detection")
+        gallery.check_model(GalleryModel.from_metadata(found.metadata))
+        return found, [identity_of_source(source)[0] for source, _ in found.problems]
+    args.model = args.model or gallery.model.model
+    pipeline = open_pipeline(args, max_faces=1)
+    untrained_warning(pipeline)
+    gallery.check_model(GalleryModel.of_pipeline(pipeline, args.model))
+    if args.mask_probes and not pipeline.preprocessor.settings.use_det:
+        raise UsageError("--mask-probes needs face detection (landmarks), but this model's use_det is off")
+    embedded = embed_images(pipeline, found.images, model=args.model, batch_size=args.batch_size,
+                            progress=not args.no_progress, mask=args.mask_probes)
+    identity = {image.source: image.identity for image in found.images}
+    embedded.problems[:0] = found.problems  # images outside identity folders: no identity, not probes
+    return embedded, [identity.get(source, "") for source, _ in embedded.problems]
+
+
+def run_identification(args: argparse.Namespace) -> int:
+    from ..gallery.face_gallery import FaceGallery
+    from ..gallery.identification_metrics import RANKS, identification_metrics
+
+    if args.pairs is not None:
+        raise UsageError("--pairs (1:1) and --gallery/--probes (1:N) are separate evaluations: run them one at a time")
+    if args.gallery is None or args.probes is None:
+        raise UsageError("1:N evaluation needs both --gallery G and --probes SRC")
+    if args.plot:
+        raise UsageError("--plot draws the 1:1 ROC curve; it is not available with --gallery")
+    if args.json:
+        check_output_file(args.json, "--json")
+    gallery = FaceGallery.load(args.gallery)
+    if len(gallery) == 0:
+        raise UsageError(f"gallery {args.gallery!r} is empty: enrol images with `facemask gallery add`")
+    embedded, problem_identities = _probe_embeddings(args, gallery)
+    top_k = max(RANKS)
+    searched = gallery.search(embedded.embeddings, top_k=top_k, aggregate=args.aggregate)
+    candidates = [[(c.identity, c.score) for c in found] for found in searched]
+    probe_identities = list(embedded.identities)
+    for (source, why), identity in zip(embedded.problems, problem_identities):
+        print(f"probe {source}: {why}" + ("" if identity else " (not counted: no identity)"))
+        if identity:
+            candidates.append([])
+            probe_identities.append(identity)
+    if not probe_identities:
+        raise UsageError(f"no usable probes in {args.probes!r}")
+    result = identification_metrics(candidates, probe_identities, gallery.identities())
+    enrolled = gallery.enrolled_sources()
+    enrolled_again = sum(source in enrolled for source in embedded.sources)
+    masked = " (masked probes)" if args.mask_probes else ""
+    print(f"probes{masked}: {len(probe_identities)} ({result.mated_probes} mated, {result.non_mated_probes} "
+          f"non-mated; {result.failed_mated_probes + result.failed_non_mated_probes} without a usable face); "
+          f"gallery: {len(gallery)} image(s) of {len(gallery.identities())} identities; model {gallery.model.model}; "
+          f"aggregate {args.aggregate}")
+    if enrolled_again:
+        print(f"note: {enrolled_again} probe image(s) are themselves enrolled in the gallery: they find themselves "
+              "at rank 1; use probe images that are not enrolled")
+    for rank, rate in result.rank_rates.items():
+        print(f"rank-{rank} identification rate: " + ("n/a (no mated probes)" if rate is None else f"{rate:.4f}"))
+    for point in result.open_set:
+        if point.tpir is None:
+            print(f"TPIR @ FPIR {point.fpir_target:g}: n/a ({point.note})")
+        elif point.threshold is None:
+            print(f"TPIR @ FPIR {point.fpir_target:g}: 0 ({point.note})")
+        else:
+            print(f"TPIR @ FPIR {point.fpir_target:g}: {point.tpir:.4f} at threshold {point.threshold:.4f} "
+                  f"(FNIR {point.fnir:.4f}, measured FPIR {point.fpir:.2g})")
+    if args.json:
+        write_json(args.json, {"gallery": str(args.gallery), "probes": str(args.probes), "model": gallery.model.model,
+                               "mask_probes": bool(args.mask_probes), "aggregate": args.aggregate,
+                               "gallery_images": len(gallery), "gallery_identities": len(gallery.identities()),
+                               "probe_images_enrolled_in_gallery": enrolled_again,
+                               "identification": result.to_dict()})
+        print(f"results -> {args.json}")
     return 0

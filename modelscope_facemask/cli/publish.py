@@ -1,4 +1,5 @@
-"""``facemask publish``: push a pack folder with ModelScope's HubApi and verify the hub's copy."""
+"""``facemask publish``: push a pack folder to the ModelScope hub (default) or the Hugging Face Hub
+(``--hub huggingface``) and verify the hub's copy."""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +11,11 @@ from ..hub.token_scrubbing import scrub_token
 
 from .common import UsageError, add_command
 
-DESCRIPTION = """Upload a `facemask pack` folder to the ModelScope hub as OWNER/NAME, then list the remote files and
-verify them against manifest.json (sizes, and sha256 where the listing has them).
-The token comes from MODELSCOPE_API_TOKEN and is never printed. The folder is verified against its manifest
+DESCRIPTION = """Upload a `facemask pack` folder to the ModelScope hub (default) or, with --hub huggingface, to the
+Hugging Face Hub as OWNER/NAME, then list the remote files and verify them against manifest.json (sizes, and sha256
+where the listing has them: ModelScope's listing; Hugging Face's LFS metadata, git blob ids for small files).
+The token comes from MODELSCOPE_API_TOKEN (ModelScope) or HF_TOKEN / `hf auth login` (Hugging Face) and is
+never printed. The folder is verified against its manifest
 before anything is sent; ModelScope's resumable-upload cache is off, so nothing is written into the folder.
 --dry-run prints what would be uploaded (files, sizes, LFS or inline) without any network access.
 Exit codes: 0 published and verified, 1 upload failed or the hub's copy differs, 2 usage error."""
@@ -21,11 +24,15 @@ Exit codes: 0 published and verified, 1 upload failed or the hub's copy differs,
 def register(commands: Any) -> None:
     parser = add_command(commands, "publish", help="upload a packed repository to the hub", description=DESCRIPTION)
     parser.add_argument("folder", metavar="DIR", help="output folder of `facemask pack`")
-    parser.add_argument("--model-id", required=True, metavar="OWNER/NAME", help="repository on the hub")
+    parser.add_argument("--hub", choices=("modelscope", "huggingface"), default="modelscope",
+                        help="where to publish (default: modelscope)")
+    parser.add_argument("--model-id", "--repo-id", dest="model_id", required=True, metavar="OWNER/NAME",
+                        help="repository on the hub")
     parser.add_argument("--private", action="store_true", help="create the repository private (an existing "
                         "repository keeps its visibility)")
     parser.add_argument("--dry-run", action="store_true", help="only show what would be uploaded (no network)")
-    parser.add_argument("--sync", action="store_true", help="also delete remote files that DIR does not have")
+    parser.add_argument("--sync", action="store_true", help="also delete remote files that DIR does not have "
+                        "(ModelScope only)")
     parser.add_argument("--message", help="commit message")
     parser.set_defaults(handler=run)
 
@@ -46,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     except PublishError as exc:
         raise UsageError(str(exc)) from None
     visibility = "private" if args.private else "public"
+    if args.hub == "huggingface":
+        return _run_huggingface(args, plan, visibility)
     if args.dry_run:
         import os
 
@@ -79,3 +88,67 @@ def run(args: argparse.Namespace) -> int:
     print(f"verified: all {len(result.plan) - 1} manifest files on the hub with the right size; sha256 matched for "
           f"{result.sha256_checked} (the listing's hashes)")
     return 0
+
+
+def _run_huggingface(args: argparse.Namespace, plan: list, visibility: str) -> int:
+    """``--hub huggingface``: HfApi.create_repo + upload_folder, then the listing checked against the manifest."""
+    from ..hub.huggingface import HF_TOKEN_HELP, hf_endpoint, hf_token, publish_to_hf
+    from ..hub.token_scrubbing import scrubbed_output
+
+    if args.sync:
+        raise UsageError("--sync is only supported with --hub modelscope")
+    token = hf_token()
+    with scrubbed_output(token or ""):  # the HF token is masked like the ModelScope one, whoever prints
+        if args.dry_run:
+            print(f"dry run: would upload {args.folder} to {hf_endpoint()} (Hugging Face) as {args.model_id} "
+                  f"(created {visibility} if it does not exist):")
+            _print_hf_plan(plan)
+            print(f"Hugging Face token (HF_TOKEN or `hf auth login`) is "
+                  f"{'set' if token else 'NOT set (needed to publish)'}")
+            return 0
+        if token is None:
+            raise UsageError(f"no Hugging Face token: {HF_TOKEN_HELP}")
+        try:
+            result = publish_to_hf(args.folder, args.model_id, private=args.private, commit_message=args.message)
+        except Exception as exc:  # noqa: BLE001 - huggingface_hub's errors (auth, network, quota) are expected failures
+            if args.verbose:
+                traceback.print_exc()
+            detail = scrub_token(" ".join(f"{type(exc).__name__}: {exc}".split()), token)
+            detail = detail if len(detail) <= 800 else detail[:797] + "..."
+            if _unreachable(exc):
+                raise UsageError(f"cannot reach the Hugging Face Hub at {hf_endpoint()} to publish "
+                                 f"{args.model_id}: {detail}") from None
+            print(f"facemask publish: error: upload to {args.model_id} on {hf_endpoint()} failed: {detail}",
+                  file=sys.stderr)
+            return 1
+        state = f"created ({visibility})" if result.created else "existing repository, visibility unchanged"
+        print(f"uploaded {args.folder} to {hf_endpoint()} (Hugging Face) as {args.model_id} ({state}), "
+              f"commit {result.commit}:")
+        _print_hf_plan(plan)
+        for extra in result.remote_extras:
+            print(f"note: the hub also holds {extra}, which {args.folder} does not have")
+        if result.problems:
+            print("VERIFICATION FAILED: the hub's copy differs from the manifest:", file=sys.stderr)
+            for problem in result.problems:
+                print(f"  {scrub_token(problem, token)}", file=sys.stderr)
+            return 1
+        print(f"verified: all {len(plan) - 1} manifest files on the hub with the right size; content hash matched "
+              f"for {result.hashes_checked} (sha256 of LFS files, git blob id of the others)")
+        return 0
+
+
+def _print_hf_plan(plan: list) -> None:
+    for item in plan:
+        print(f"  {item.size:>13,}  {item.path}")
+    print(f"  {sum(p.size for p in plan):>13,}  total: {len(plan)} files (the hub decides LFS or regular per file)")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` (or its cause) is a connection failure rather than an answer of the hub."""
+    while exc is not None:
+        name = type(exc).__name__
+        if isinstance(exc, (ConnectionError, TimeoutError)) or name in ("ConnectError", "ConnectTimeout",
+                                                                         "TimeoutException", "ReadTimeout"):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False

@@ -21,12 +21,15 @@ import numpy as np
 import torch
 
 from ..checkpoints import find_weights_file, load_weights, read_state_dict
+from ..engines.torch_engine import TorchEngine
 from ..errors import ConfigurationError, ImageLoadError
 from ..nets.retinaface import RetinaFace, RetinaFaceConfig
 from ..precision import DEFAULT_PRECISION, check_precision, net_input, prepare_net
-from .anchors import prior_boxes
 from .detections import Detections
 from .out_of_memory import run_halving
+from .batched_postprocess import PostprocessSettings, device_prior_boxes, postprocess_batch, postprocess_rows, \
+    valid_anchor_index
+from .padded_batches import bucket_sizes
 from .postprocess import postprocess_detections
 
 MEAN = (104.0, 117.0, 123.0)
@@ -44,6 +47,12 @@ class DetectionSettings:
     resize_side: float = 1000.0
     #: opt-in: detect on a copy whose longer side is at most this many px (replaces the 1500/1000 rule; no upscaling)
     det_max_side: int | None = None
+    #: opt-in: batch inputs of different sizes together, zero-padded (= mean grey) into a few shapes
+    #: (:mod:`.padded_batches`); off, only inputs of equal size share a batch (outputs equal single-image runs)
+    pad_batches: bool = False
+    #: post-process each batch on the network's device in torch (:mod:`.batched_postprocess`, equal results) instead
+    #: of image by image in numpy; None: on CUDA devices only
+    batched_postprocess: bool | None = None
 
 
 def check_det_max_side(value: object, *, where: str = "det_max_side") -> int | None:
@@ -134,6 +143,9 @@ class FaceDetector:
         self.batch_size = int(batch_size)
         self.precision = check_precision(precision, where="precision") or DEFAULT_PRECISION
         self.net = prepare_net(net, self.device, self.precision)
+        #: what runs the network (the torch module by default; an exported graph with engine='onnxruntime'/'openvino',
+        #: see :func:`modelscope_facemask.engines.export_cache.network_engine`); it returns float32 outputs
+        self.engine = TorchEngine(lambda: self.net, self.precision)
         self.config: RetinaFaceConfig = net.config
         self.settings = settings
 
@@ -167,11 +179,11 @@ class FaceDetector:
     def raw_outputs(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Network outputs (float32) for a (B, H, W, 3) float32 mean-subtracted batch."""
         tensor = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).contiguous()
-        return self._float32(self.net(net_input(tensor, self.device, self.precision)))
+        return self.engine(tensor)  # type: ignore[return-value]
 
     @torch.inference_mode()
     def _raw_outputs_nchw(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._float32(self.net(net_input(torch.from_numpy(batch), self.device, self.precision)))
+        return self.engine(batch)  # type: ignore[return-value]
 
     def _float32(self, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw outputs as float32 (unchanged in fp32), so that decoding always runs in float32."""
@@ -182,36 +194,96 @@ class FaceDetector:
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect faces in RGB uint8 HxWx3 images (any sizes); one :class:`Detections` per image, in order.
 
-        Images whose network inputs have equal sizes run as one batch; each batch's input is built just before it
-        runs, so at most one batch of network inputs exists at a time.
+        Images whose network inputs have equal sizes run as one batch (with ``settings.pad_batches``, inputs of
+        different sizes share padded batches: :func:`.padded_batches.bucket_sizes`); each batch's input is built
+        just before it runs, so at most one batch of network inputs exists at a time.
         """
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, img in enumerate(images):
-            groups.setdefault(network_input_size(*img.shape[:2], self.settings), []).append(i)
+        sizes = [network_input_size(*img.shape[:2], self.settings) for img in images]
+        if self.settings.pad_batches:
+            groups = bucket_sizes(sizes)
+        else:
+            exact: dict[tuple[int, int], list[int]] = {}
+            for i, size in enumerate(sizes):
+                exact.setdefault(size, []).append(i)
+            groups = list(exact.items())
         results: list[Detections | None] = [None] * len(images)
-        for (height, width), group in groups.items():
-            priors = prior_boxes(height, width, self.config.min_sizes, self.config.steps, self.config.clip).to(self.device)
+        for shape, group in groups:
             for start in range(0, len(group), self.batch_size):
                 members = group[start : start + self.batch_size]
-                self._detect_batch(members, images, priors, width, height, results)
+                run_halving(lambda a, b: self._detect_rows(members[a:b], images, sizes, shape, results),
+                            len(members), what="detector")
         return results  # type: ignore[return-value]
 
-    def _detect_batch(self, members, images, priors, width, height, results) -> None:
-        """Detect ``members`` (indices into ``images``) as one batch; halved and retried on out of memory."""
-        run_halving(lambda a, b: self._detect_rows(members[a:b], images, priors, width, height, results),
-                    len(members), what="detector")
+    @property
+    def uses_batched_postprocess(self) -> bool:
+        """Whether post-processing runs batched in torch on the device (see ``DetectionSettings``)."""
+        flag = self.settings.batched_postprocess
+        return self.device.type == "cuda" if flag is None else bool(flag)
 
-    def _detect_rows(self, members, images, priors, width, height, results) -> None:
+    def _detect_rows(self, members, images, sizes, shape, results) -> None:
+        """Detect ``members`` (indices into ``images``) as one batch of network inputs of ``shape`` (height, width)."""
         s = self.settings
-        batch = np.empty((len(members), 3, height, width), np.float32)
-        scales = [network_planes(images[i], s, self.config.channel_order, out=batch[row])[1]
-                  for row, i in enumerate(members)]
+        height, width = shape
+        padded = any(sizes[i] != shape for i in members)
+        batch = host_batch((len(members), 3, height, width), self.device, zeroed=padded)
+        scales = []
+        for row, i in enumerate(members):
+            h, w = sizes[i]
+            scales.append(network_planes(images[i], s, self.config.channel_order, out=batch[row, :, :h, :w])[1])
         loc, conf, landmarks = self._raw_outputs_nchw(batch)
         del batch
-        for row, i in enumerate(members):
-            results[i] = postprocess_detections(
-                loc[row], conf[row], landmarks[row], priors,
-                variances=self.config.variance, image_width=width, image_height=height, scale=scales[row],
-                confidence_threshold=s.confidence_threshold, top_k=s.top_k,
-                nms_threshold=s.nms_threshold, keep_top_k=s.keep_top_k,
-            )
+        cfg = self.config
+        if not padded:
+            priors = device_prior_boxes(height, width, cfg.min_sizes, cfg.steps, cfg.clip, loc.device)
+            if self.uses_batched_postprocess:
+                found = postprocess_batch(loc, conf, landmarks, priors, variances=cfg.variance, image_width=width,
+                                          image_height=height, scales=scales, settings=self._postprocess_settings)
+            else:
+                found = [postprocess_detections(
+                    loc[row], conf[row], landmarks[row], priors,
+                    variances=cfg.variance, image_width=width, image_height=height, scale=scales[row],
+                    confidence_threshold=s.confidence_threshold, top_k=s.top_k,
+                    nms_threshold=s.nms_threshold, keep_top_k=s.keep_top_k,
+                ) for row in range(len(members))]
+        else:
+            found = self._postprocess_padded(loc, conf, landmarks, [sizes[i] for i in members], shape, scales)
+        for i, dets in zip(members, found):
+            results[i] = dets
+
+    @property
+    def _postprocess_settings(self) -> PostprocessSettings:
+        s = self.settings
+        return PostprocessSettings(confidence_threshold=s.confidence_threshold, top_k=s.top_k,
+                                   nms_threshold=s.nms_threshold, keep_top_k=s.keep_top_k)
+
+    def _postprocess_padded(self, loc, conf, landmarks, sizes, shape, scales) -> list[Detections]:
+        """Each row's own anchors (the cells of its unpadded input) decoded with its own size."""
+        cfg, s, device = self.config, self.settings, loc.device
+        rows = []
+        for row, (h, w) in enumerate(sizes):
+            index = torch.from_numpy(valid_anchor_index(h, w, *shape, cfg.min_sizes, cfg.steps)).to(device)
+            priors = device_prior_boxes(h, w, cfg.min_sizes, cfg.steps, cfg.clip, device)
+            rows.append((loc[row, index], conf[row, index], landmarks[row, index], priors, h, w))
+        if not self.uses_batched_postprocess:
+            return [postprocess_detections(
+                l, c, m, p, variances=cfg.variance, image_width=w, image_height=h, scale=scale,
+                confidence_threshold=s.confidence_threshold, top_k=s.top_k, nms_threshold=s.nms_threshold,
+                keep_top_k=s.keep_top_k,
+            ) for (l, c, m, p, h, w), scale in zip(rows, scales)]
+        counts = [len(r[0]) for r in rows]
+        ids = torch.repeat_interleave(torch.arange(len(rows), device=device), torch.tensor(counts, device=device))
+        input_sizes = torch.cat([torch.tensor([[w, h]], dtype=torch.float32, device=device).expand(n, 2)
+                                 for (_, _, _, _, h, w), n in zip(rows, counts)])
+        return postprocess_rows(
+            torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows]), torch.cat([r[2] for r in rows]),
+            torch.cat([r[3] for r in rows]), input_sizes, ids, scales, variances=cfg.variance,
+            settings=self._postprocess_settings,
+        )
+
+
+def host_batch(shape: tuple[int, ...], device: torch.device, *, zeroed: bool) -> np.ndarray:
+    """A float32 host array for a detector batch: in pinned (page-locked) memory when ``device`` is CUDA, so that
+    the copy to the device is a fast DMA; zero-filled when ``zeroed`` (padding)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.zeros(shape, dtype=torch.float32, pin_memory=True).numpy()
+    return np.zeros(shape, np.float32) if zeroed else np.empty(shape, np.float32)

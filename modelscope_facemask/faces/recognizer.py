@@ -11,9 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..engines import DEFAULT_ENGINE, check_engine, check_engine_setup
+from ..engines.export_cache import network_engine
+from ..engines.torch_engine import TorchEngine
 from ..errors import ConfigurationError, EmbeddingError, ImageLoadError
 from ..nets.iresnet import IResNet
-from ..precision import DEFAULT_PRECISION, check_precision, net_input, prepare_net
+from ..precision import DEFAULT_PRECISION, check_precision, prepare_net
 from .out_of_memory import run_halving
 
 #: uint8 value -> network input, computed exactly as the reference does (float64 then float32)
@@ -46,15 +49,27 @@ class FaceRecognizer:
     ``precision`` ('fp32', 'fp16', 'bf16'; see :mod:`modelscope_facemask.precision`): the weights are cast once
     here; embeddings are returned in float32 whatever the precision. A batch that runs out of device memory is
     halved and retried (:func:`.out_of_memory.run_halving`).
+
+    ``engine`` ('torch' (default), 'onnxruntime', 'openvino'; see :mod:`modelscope_facemask.engines`): what runs
+    the network. The exported engines run the graph in ``engine_dir`` (written by ``facemask export``) or one
+    exported on first use into the cache, keyed by the sha256 of ``weights_file`` (else of the state dict).
     """
 
     def __init__(self, net: IResNet, *, device: torch.device | str = "cpu", batch_size: int = 32,
-                 precision: str = DEFAULT_PRECISION) -> None:
+                 precision: str = DEFAULT_PRECISION, engine: str = DEFAULT_ENGINE,
+                 weights_file: str | None = None, engine_dir: str | None = None) -> None:
         self.device = torch.device(device)
         self.precision = check_precision(precision, where="precision") or DEFAULT_PRECISION
+        self.engine_name = check_engine(engine) or DEFAULT_ENGINE
+        check_engine_setup(self.engine_name, self.device, self.precision)
         self.net = prepare_net(net, self.device, self.precision)
         self.batch_size = positive_batch_size(batch_size)
         self.input_size = net.input_size
+        #: what runs the network: the torch module (read at each call, so replacing ``self.net`` takes effect) or an
+        #: exported graph (:func:`~modelscope_facemask.engines.export_cache.network_engine`)
+        self.engine = TorchEngine(lambda: self.net, self.precision) if self.engine_name == DEFAULT_ENGINE else \
+            network_engine(self.net, "recognizer", self.engine_name, precision=self.precision,
+                           weights_file=weights_file, engine_dir=engine_dir)
 
     @torch.inference_mode()
     def embed_rows(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +97,7 @@ class FaceRecognizer:
 
     def _forward(self, crops_rgb: np.ndarray) -> np.ndarray:
         """Raw float32 network outputs for one batch of uint8 crops."""
-        batch = net_input(crops_to_tensor(crops_rgb), self.device, self.precision)
-        return self.net(batch).float().cpu().numpy()
+        return self.engine(crops_to_tensor(crops_rgb))[0].float().cpu().numpy()
 
     def embed(self, crops_rgb: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """(N, 112, 112, 3) uint8 RGB aligned crops -> (N, 512) float32 L2-normalised embeddings.

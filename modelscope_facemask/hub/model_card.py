@@ -17,6 +17,10 @@ from ..version import __version__
 
 DEFAULT_LICENSE = "apache-2.0"
 PLACEHOLDER_MODEL_ID = "<owner>/<name>"
+#: the Hugging Face ``library_name`` (the pip package that loads the repository)
+LIBRARY_NAME = "modelscope-facemask"
+#: one of the Hugging Face Hub's pipeline tags (its task list, huggingface.co/tasks): images in, embeddings out
+HF_PIPELINE_TAG = "image-feature-extraction"
 TAGS = ("face-recognition", "masked-face-recognition", "FaceMask", "RetinaFace", "IResNet", "modelscope-facemask")
 
 
@@ -41,14 +45,15 @@ class CardFacts:
 
 
 def front_matter(facts: CardFacts) -> dict[str, Any]:
-    """The card's YAML metadata, in ModelScope's model-card keys."""
+    """The card's YAML metadata, valid for both hubs: Hugging Face's ``library_name``, ``pipeline_tag``,
+    ``license`` and ``tags``, and ModelScope's ``tasks``, ``domain``, ``frameworks`` and ``backbone``."""
     depth = {units: layers for layers, units in DEPTH_UNITS.items()}.get(tuple(facts.units))
     backbone = f"IResNet-{depth}" if depth else "IResNet-" + "-".join(str(u) for u in facts.units)
     tags = list(TAGS) + [t for t in facts.extra_tags if t not in TAGS]
     if facts.untrained:
         tags.append("untrained")
-    return {"tasks": ["face-recognition"], "domain": ["cv"], "frameworks": ["pytorch"],
-            "backbone": [backbone], "license": facts.license, "tags": tags}
+    return {"library_name": LIBRARY_NAME, "pipeline_tag": HF_PIPELINE_TAG, "license": facts.license, "tags": tags,
+            "tasks": ["face-recognition"], "domain": ["cv"], "frameworks": ["pytorch"], "backbone": [backbone]}
 
 
 def read_front_matter(text: str) -> dict[str, Any]:
@@ -119,13 +124,22 @@ def render_model_card(facts: CardFacts) -> str:
         "from modelscope.utils.constant import Tasks",
         "import modelscope_facemask  # registers the FaceMask pipeline with ModelScope",
         "",
+        "",
+        "# from the ModelScope hub",
         f"p = pipeline(Tasks.face_recognition, '{facts.model_id}')",
+        "# or from the Hugging Face Hub: a verified snapshot in huggingface_hub's cache",
+        "from modelscope_facemask.hub.model_folders import hf_model_dir",
+        f"p = pipeline(Tasks.face_recognition, hf_model_dir('hf://{facts.model_id}'))",
+        "",
         "a = p('a.jpg')['img_embedding']; b = p('b.jpg')['img_embedding']",
         "print(float(np.dot(a[0], b[0])))  # cosine similarity of the largest faces",
         "```", "",
-        "Command line (`pip install modelscope-facemask`):", "",
-        f"    facemask compare a.jpg b.jpg --model {facts.model_id}",
-        f"    facemask embed photos/ --model {facts.model_id} --out embeddings.npz", "",
+        "Command line (`pip install modelscope-facemask`), from either hub:", "",
+        f"    facemask compare a.jpg b.jpg --model {facts.model_id}          # ModelScope",
+        f"    facemask compare a.jpg b.jpg --model hf://{facts.model_id}     # Hugging Face",
+        f"    facemask embed photos/ --model hf://{facts.model_id}@main --out embeddings.npz", "",
+        "A Hugging Face download honours `HF_HUB_OFFLINE=1` (cache only); either way every file is checked against "
+        "`manifest.json` before use.", "",
         "`compare`'s default threshold is a placeholder; calibrate it on your own pairs with `facemask evaluate`.", "",
         "## Output contract", "",
         "Per image, rows aligned, coordinates in original-image pixels (N = number of faces, 0 when none):", "",

@@ -4,6 +4,10 @@ A string is a hub id only when it has the exact shape ``owner/name`` (letters, d
 ``..``) **and** is not an existing local path: ``models/facemask`` is the local folder when it exists, else a hub
 id. Anything else (``./x``, ``/abs``, ``~/x``, ``C:\\x``, ``a/b/c``) is a local path and, when missing, is
 reported as a missing folder at once, without contacting the hub.
+
+One more rule, checked first: a string starting with ``hf://`` is a Hugging Face Hub reference
+``hf://OWNER/NAME[@REVISION]``, fetched into huggingface_hub's cache and verified against its ``manifest.json``
+(:func:`hf_model_dir`); a local folder is never spelled that way.
 """
 from __future__ import annotations
 
@@ -51,6 +55,8 @@ def local_model_dir(model_name_or_path: str | os.PathLike, revision: str | None 
     names, so that a model loaded from a local folder works offline).
     """
     path = os.fspath(model_name_or_path)
+    if isinstance(path, str) and path.startswith("hf://"):
+        return hf_model_dir(path, what=what)
     if not isinstance(path, str) or not path.strip():
         raise ModelSourceError(f"{what} must be a local folder or a hub id 'owner/name', got {path!r}")
     expanded = os.path.expanduser(path)
@@ -66,6 +72,20 @@ def local_model_dir(model_name_or_path: str | os.PathLike, revision: str | None 
             "'owner/name' either: check the path, or download the model first "
             "(modelscope download OWNER/NAME --local-dir FOLDER)")
     return hub_snapshot(path, revision, prefer_cache=prefer_cache, what=what)
+
+
+def hf_model_dir(reference: str, *, what: str = "model") -> str:
+    """The local snapshot folder of ``hf://OWNER/NAME[@REVISION]``, for ``pipeline(Tasks.face_recognition, folder)``.
+
+    Downloaded into huggingface_hub's cache (``HF_HUB_OFFLINE=1``: the cache only), then every file is checked
+    against the repository's ``manifest.json``. The detector folder a packed repository holds is part of the
+    snapshot, so nothing else is fetched. Raises :class:`ModelSourceError` for a malformed reference,
+    :class:`HubDownloadError` when the hub or the cache cannot provide it, and
+    :class:`~modelscope_facemask.errors.CheckpointError` for a file that differs from the manifest.
+    """
+    from .huggingface import hf_snapshot
+
+    return hf_snapshot(reference, what=what)
 
 
 def hub_snapshot(model_id: str, revision: str | None = None, *, prefer_cache: bool = False, what: str = "model") -> str:

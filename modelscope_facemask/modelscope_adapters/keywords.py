@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..devices import check_device_type
+from ..engines import check_engine
 from ..errors import ConfigurationError, UnknownOptionError
 from ..faces.choose import validate_max_faces
 from ..faces.detector import check_det_max_side
@@ -23,7 +24,7 @@ from ..precision import check_precision
 
 #: options of ``pipeline(...)`` / ``FaceMaskPipeline(...)`` (besides ``model`` and ``preprocessor``)
 PIPELINE_OPTIONS = ("device", "use_det", "max_faces", "detector_model", "batch_size", "precision",
-                   "det_max_side")
+                   "det_max_side", "engine", "engine_dir")
 #: options accepted per call, ``p(img, **options)``
 CALL_OPTIONS = ("use_det", "max_faces", "batch_size")
 #: keywords ModelScope's ``pipeline()``/``build_from_cfg`` pass to a pipeline class, or its ``Pipeline.__init__``
@@ -51,6 +52,17 @@ def check_detector_model(value: Any, *, where: str = "detector_model") -> str | 
     if isinstance(value, (str, os.PathLike)) and os.fspath(value).strip():
         return os.fspath(value)
     raise ConfigurationError(f"{where} must be a RetinaFace hub id ('owner/name') or a local folder path, "
+                             f"got {value!r} ({type(value).__name__})")
+
+
+def check_engine_dir(value: Any, *, where: str = "engine_dir") -> str | None:
+    """``None`` (export into the cache on first use) or a folder written by ``facemask export``, as ``str`` or
+    ``os.PathLike``."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value).strip():
+        return os.fspath(value)
+    raise ConfigurationError(f"{where} must be a folder written by `facemask export` (str or path), "
                              f"got {value!r} ({type(value).__name__})")
 
 
@@ -84,6 +96,10 @@ def check_option(name: str, value: Any) -> Any:
         return check_precision(value)
     if name == "det_max_side":
         return check_det_max_side(value)
+    if name == "engine":
+        return check_engine(value)
+    if name == "engine_dir":
+        return check_engine_dir(value)
     raise ConfigurationError(f"unknown option {name!r}")
 
 

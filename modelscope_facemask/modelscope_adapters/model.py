@@ -13,6 +13,7 @@ from modelscope.utils.constant import Tasks
 from ..checkpoints import find_weights_file, load_weights, read_state_dict
 from ..configuration import CONFIGURATION_FILE, facemask_settings, read_configuration
 from ..devices import check_device_type, resolve_device
+from ..engines import check_engine, check_engine_setup
 from ..faces.recognizer import FaceRecognizer, positive_batch_size
 from ..log import logger
 from ..hub.manifest import verify_manifest
@@ -27,25 +28,32 @@ class FaceMaskModel(TorchModel):
     """FaceMask recognizer: aligned 112x112 RGB uint8 crops -> (N, 512) L2-normalised float32 embeddings.
 
     ``precision``: 'fp32', 'fp16' (CUDA only) or 'bf16'; ``None`` takes configuration.json's ``model.precision``
-    (default 'fp32'). The weights are cast once, here.
+    (default 'fp32'). The weights are cast once, here. ``engine``: 'torch', 'onnxruntime' or 'openvino'; ``None``
+    takes configuration.json's ``model.engine`` (default 'torch'); ``engine_dir``: a folder written by
+    ``facemask export`` (default: export on first use into the cache, see :mod:`modelscope_facemask.engines`).
     """
 
     def __init__(self, model_dir: str, device: str | torch.device | None = "gpu", batch_size: int = 32,
-                 precision: str | None = None, **kwargs: Any) -> None:
+                 precision: str | None = None, engine: str | None = None, engine_dir: str | None = None,
+                 **kwargs: Any) -> None:
         check_device_type(device)
         batch_size = positive_batch_size(batch_size)
         precision = check_precision(precision)
+        engine = check_engine(engine)
         super().__init__(model_dir)
         settings = facemask_settings(read_configuration(model_dir))
         self.precision = precision or settings.precision
+        self.engine = engine or settings.engine
         weights = find_weights_file(model_dir)
         verify_manifest(model_dir, [os.path.join(model_dir, CONFIGURATION_FILE), weights])  # packed repositories
         net = load_weights(IResNet(settings.units), read_state_dict(weights), source=str(weights))
         self.device_used = resolve_device(device)
-        self.recognizer = FaceRecognizer(net, device=self.device_used, batch_size=batch_size, precision=self.precision)
+        self.recognizer = FaceRecognizer(net, device=self.device_used, batch_size=batch_size, precision=self.precision,
+                                         engine=self.engine, weights_file=str(weights), engine_dir=engine_dir)
         self.net = self.recognizer.net
         self.weights_file = weights
-        logger.info("FaceMask recognizer loaded from %s on %s (%s)", weights, self.device_used, self.precision)
+        logger.info("FaceMask recognizer loaded from %s on %s (%s, engine %s)", weights, self.device_used,
+                    self.precision, self.engine)
 
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, revision: str | None = None, device: str | None = "gpu", **kwargs: Any) -> "FaceMaskModel":
@@ -57,6 +65,7 @@ class FaceMaskModel(TorchModel):
     def use_device(self, device: torch.device) -> None:
         """Run the recognizer on ``device`` from now on (its precision stays; fp16 cannot move to the CPU)."""
         check_precision_on_device(self.precision, torch.device(device))
+        check_engine_setup(self.engine, torch.device(device), self.precision)
         self.device_used = torch.device(device)
         self.recognizer.net.to(self.device_used)
         self.recognizer.device = self.device_used

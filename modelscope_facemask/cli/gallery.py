@@ -1,0 +1,226 @@
+"""``facemask gallery build|add|remove|info``: a FAISS gallery of enrolled faces for ``facemask identify``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .common import (DEFAULT_MODEL, UsageError, add_command, add_model_options, check_output_parent, json_text,
+                     open_pipeline, positive_int)
+
+SOURCES = """SRC is one of:
+  a folder tree SRC/IDENTITY/*.jpg   one subfolder per person (any image type; nested folders count for it)
+  a CSV file with header path,identity   (relative paths are relative to the CSV's folder)
+  Parquet face rows (FILE.parquet or a folder of shards from `facemask embed --out DIR`): their embeddings are
+      used as they are, no model is loaded, and an image's identity is its parent folder's name
+Each image enrols one embedding, of its largest face. Images with no face or an error are listed and not enrolled."""
+
+BUILD_DESCRIPTION = f"""Build a gallery folder G from labelled images.
+
+{SOURCES}
+
+G holds index.faiss (exact inner-product search up to a size, approximate HNSW above: --index), rows.parquet (id,
+identity, source, key, embedding) and manifest.json (recognizer weights sha256, embedding-contract sha256, counts).
+Everything is written to a temporary folder and renamed into place. Exit code 1 when some images were not enrolled
+(the gallery is written with the others; nothing is written when no image could be enrolled), 2 on a usage error."""
+
+ADD_DESCRIPTION = f"""Enrol more images into gallery G (new or existing identities) without rebuilding its index.
+
+{SOURCES}
+
+The model defaults to the one that built G; another recognizer or embedding contract is refused. Images already in
+G (same source path) are skipped. Exit code 1 when some images were not enrolled."""
+
+EPILOG_THRESHOLD = ("Search scores are cosine similarities. `facemask identify`'s default threshold is an uncalibrated "
+                    "placeholder: calibrate it with `facemask evaluate --gallery G --probes SRC`.")
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("gallery", help="build and change a face gallery for 1:N identification",
+                                 description="A face gallery for 1:N identification: `build` one from labelled "
+                                             "images, `add` images, `remove` identities, `info` about it.",
+                                 epilog=EPILOG_THRESHOLD)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    build = add_command(actions, "build", help="build a gallery folder from labelled images",
+                        description=BUILD_DESCRIPTION, epilog=EPILOG_THRESHOLD)
+    build.add_argument("source", metavar="SRC", help="IDENTITY/*.jpg folder tree, path,identity CSV, or face rows")
+    build.add_argument("--out", required=True, metavar="G", help="gallery folder to write")
+    build.add_argument("--index", default="auto", metavar="KIND",
+                       help="'auto' (default: exact search up to a size, approximate above), 'exact', or the "
+                            "approximate kind ('hnsw')")
+    build.add_argument("--replace", action="store_true", help="replace an existing gallery folder G")
+    _common_options(build)
+    build.set_defaults(handler=run_build)
+
+    add = add_command(actions, "add", help="enrol more images into a gallery", description=ADD_DESCRIPTION)
+    add.add_argument("gallery", metavar="G", help="gallery folder")
+    add.add_argument("source", metavar="SRC", help="IDENTITY/*.jpg folder tree, path,identity CSV, or face rows")
+    _common_options(add)
+    add.set_defaults(handler=run_add)
+
+    remove = add_command(actions, "remove", help="remove identities from a gallery",
+                         description="Remove every image of the given identities from gallery G, without rebuilding "
+                                     "its index. An identity that is not in G is an error and nothing is changed.")
+    remove.add_argument("gallery", metavar="G", help="gallery folder")
+    remove.add_argument("identities", nargs="+", metavar="IDENTITY", help="identities to remove")
+    remove.set_defaults(handler=run_remove)
+
+    info = add_command(actions, "info", help="describe a gallery",
+                       description="Model, hashes, index kind and counts of gallery G (its files are verified "
+                                   "against the manifest).")
+    info.add_argument("gallery", metavar="G", help="gallery folder")
+    info.add_argument("--identities", action="store_true", help="also list the identities with their image counts")
+    info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    info.set_defaults(handler=run_info)
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    add_model_options(parser)
+    model_default(parser, f"the gallery's model when G exists, else {DEFAULT_MODEL}")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", metavar="REPORT.json", help="also write the enrolment report as JSON")
+
+
+def model_default(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--model`` defaults to None (resolved later, e.g. to the gallery's model); its help says what it means."""
+    parser.set_defaults(model=None)
+    for action in parser._actions:
+        if action.dest == "model":
+            action.help = f"hub id (owner/name) or local model folder (default: {default})"
+
+
+def enrol(args: argparse.Namespace, source: str, model: str) -> Any:
+    """The embedded faces of ``source`` (images are embedded with ``--model``; face rows are read as they are)."""
+    from ..errors import EnrolmentSourceError
+    from ..gallery.enrolment_sources import LabelledImages, embed_images, read_source
+    from .common import untrained_warning
+
+    try:
+        found = read_source(source)
+    except EnrolmentSourceError as exc:
+        raise UsageError(str(exc)) from None
+    if not isinstance(found, LabelledImages):
+        return found
+    args.model = os.path.abspath(model) if os.path.isdir(model) else model  # usable later from any folder
+    pipeline = open_pipeline(args, max_faces=1)
+    untrained_warning(pipeline)
+    embedded = embed_images(pipeline, found.images, model=args.model, batch_size=args.batch_size,
+                            progress=not args.no_progress)
+    embedded.problems[:0] = found.problems
+    return embedded
+
+
+def _report(problems: list[tuple[str, str]]) -> None:
+    for source, reason in problems:
+        print(f"not enrolled {source}: {reason}")
+
+
+def _write_report(args: argparse.Namespace, gallery_path: str, gallery: Any, enrolled: int,
+                  problems: list[tuple[str, str]], skipped_duplicates: int = 0) -> None:
+    if args.json:
+        from ..json_output import write_json
+
+        write_json(args.json, {"gallery": str(gallery_path), "enrolled_images": enrolled,
+                               "already_enrolled": skipped_duplicates,
+                               "not_enrolled": [{"source": s, "reason": r} for s, r in problems],
+                               "images": len(gallery), "identities": len(gallery.identities())})
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..gallery.face_gallery import FaceGallery, GalleryModel
+    from ..gallery.gallery_folder import is_gallery_folder
+    from ..gallery.vector_index import INDEX_KINDS
+
+    if args.index not in INDEX_KINDS:
+        raise UsageError(f"--index {args.index!r}: choose one of {', '.join(INDEX_KINDS)}")
+    out = Path(args.out)
+    if out.exists() and not (args.replace and is_gallery_folder(out)):
+        raise UsageError(f"--out {args.out!r} exists: " + ("it is not a FaceMask gallery and is never replaced; choose "
+                         "another folder" if args.replace else "pass --replace to replace a gallery, or choose another "
+                         "folder"))
+    check_output_parent(out, "--out")
+    if args.json:
+        check_output_parent(args.json, "--json")
+    embedded = enrol(args, args.source, args.model or DEFAULT_MODEL)
+    _report(embedded.problems)
+    if not len(embedded.sources):
+        print(f"nothing enrolled from {args.source!r}: no image had a usable face; no gallery written",
+              file=sys.stderr)
+        return 1
+    model = GalleryModel.from_metadata(embedded.metadata)
+    gallery = FaceGallery.build(embedded.embeddings, embedded.identities, embedded.sources, model=model,
+                                keys=embedded.keys, kind=args.index)
+    gallery.save(out, replace=args.replace)
+    _write_report(args, args.out, gallery, len(embedded.sources), embedded.problems)
+    print(f"gallery {args.out}: {len(gallery)} image(s) of {len(gallery.identities())} identit"
+          f"{'y' if len(gallery.identities()) == 1 else 'ies'} enrolled, {len(embedded.problems)} not enrolled; "
+          f"{gallery.index.kind} index; model {model.model}")
+    return 1 if embedded.problems else 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from ..gallery.face_gallery import FaceGallery, GalleryModel
+
+    gallery = FaceGallery.load(args.gallery)
+    if args.json:
+        check_output_parent(args.json, "--json")
+    embedded = enrol(args, args.source, args.model or gallery.model.model)
+    gallery.check_model(GalleryModel.from_metadata(embedded.metadata))
+    enrolled = gallery.enrolled_sources()
+    fresh = [i for i, source in enumerate(embedded.sources) if source not in enrolled]
+    duplicates = len(embedded.sources) - len(fresh)
+    _report(embedded.problems)
+    before = set(gallery.identities())
+    gallery.add(embedded.embeddings[fresh], [embedded.identities[i] for i in fresh],
+                [embedded.sources[i] for i in fresh], [embedded.keys[i] for i in fresh])
+    if fresh:
+        gallery.save(args.gallery, replace=True)
+    new = len(set(gallery.identities()) - before)
+    _write_report(args, args.gallery, gallery, len(fresh), embedded.problems, duplicates)
+    print(f"gallery {args.gallery}: {len(fresh)} image(s) added ({new} new identit{'y' if new == 1 else 'ies'}), "
+          f"{duplicates} already enrolled, {len(embedded.problems)} not enrolled; now {len(gallery)} image(s) of "
+          f"{len(gallery.identities())} identities")
+    return 1 if embedded.problems else 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    from ..gallery.face_gallery import FaceGallery
+
+    gallery = FaceGallery.load(args.gallery)
+    removed = gallery.remove(args.identities)
+    gallery.save(args.gallery, replace=True)
+    names = list(dict.fromkeys(args.identities))
+    print(f"gallery {args.gallery}: removed {removed} image(s) of {len(names)} identit"
+          f"{'y' if len(names) == 1 else 'ies'} ({', '.join(names)}); now {len(gallery)} image(s) of "
+          f"{len(gallery.identities())} identities")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from ..gallery.face_gallery import FaceGallery
+    from ..gallery.gallery_folder import read_manifest
+
+    gallery = FaceGallery.load(args.gallery)  # verifies every file against the manifest
+    manifest = read_manifest(args.gallery)
+    info = {key: manifest.get(key) for key in ("format", "format_version", "created", "created_by", "written_by",
+                                               "model", "recognizer_sha256", "detector_sha256", "contract_sha256",
+                                               "embedding_dim", "index_kind", "counts")}
+    if args.identities:
+        info["identities"] = gallery.image_counts()
+    if args.json:
+        print(json_text(info, indent=2))
+        return 0
+    print(f"gallery {args.gallery} ({manifest['format']} v{manifest['format_version']}, written by "
+          f"{manifest.get('written_by')}; created {manifest.get('created')})")
+    print(f"  {len(gallery)} image(s) of {len(gallery.identities())} identities; {gallery.index.kind} index, "
+          f"{gallery.dim}-d")
+    print(f"  model {gallery.model.model}")
+    print(f"  recognizer weights sha256 {gallery.model.recognizer_sha256}")
+    print(f"  embedding contract sha256 {gallery.model.contract_sha256}")
+    for name, count in info.get("identities", {}).items():
+        print(f"  {name}: {count} image(s)")
+    return 0

@@ -1,0 +1,108 @@
+"""``facemask identify``: every face in each image searched against a gallery, each with its top-k identities."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+
+from .common import (UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
+                     positive_int, similarity_threshold, untrained_warning)
+from .gallery import model_default
+
+
+def _description() -> str:
+    from ..gallery.face_gallery import DEFAULT_THRESHOLD
+
+    return f"""Identify every face in images, folders (recursive) and http(s) URLs against gallery G (1:N).
+
+Each face's embedding is searched in G; the best-scoring identities (cosine similarity; --aggregate best: an
+identity's best image, mean: its mean template, the normalised mean of its embeddings) are listed, top-k per face.
+The answer is the rank-1 identity when its score is >= the threshold, else "unknown". The default threshold
+{DEFAULT_THRESHOLD} is an UNCALIBRATED placeholder: calibrate it on your own probes with
+  facemask evaluate --gallery G --probes SRC
+which prints the thresholds for false-positive identification rates 1e-2 and 1e-3.
+The model defaults to the gallery's; another recognizer or embedding contract is refused.
+Exit code 1 when an image cannot be read or has no face (the others are still reported)."""
+
+
+def register(commands: Any) -> None:
+    parser = add_command(commands, "identify", help="search the faces in images against a gallery (1:N)",
+                         description=_description())
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders or http(s) URLs")
+    parser.add_argument("--gallery", required=True, metavar="G", help="gallery folder (`facemask gallery build`)")
+    parser.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="identities per face (default 5)")
+    parser.add_argument("--threshold", type=similarity_threshold, default=None, metavar="T",
+                        help="open-set decision threshold on the score, in [-1, 1] (default: an uncalibrated "
+                             "placeholder, see above)")
+    parser.add_argument("--aggregate", choices=("best", "mean"), default="best",
+                        help="per-identity score: best image (default) or mean template")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add_model_options(parser)
+    model_default(parser, "the gallery's model")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown for folders)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..embedding_runs import embed_sources
+    from ..gallery.face_gallery import DEFAULT_THRESHOLD, FaceGallery, GalleryModel
+
+    sources, folders = expand_inputs(args.inputs)
+    gallery = FaceGallery.load(args.gallery)  # a bad gallery fails before the model loads
+    if len(gallery) == 0:
+        raise UsageError(f"gallery {args.gallery!r} is empty: enrol images with `facemask gallery add`")
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    args.model = args.model or gallery.model.model
+    pipeline = open_pipeline(args, max_faces=None)
+    untrained_warning(pipeline)
+    gallery.check_model(GalleryModel.of_pipeline(pipeline, args.model))
+    outputs = embed_sources(pipeline, sources, max_faces=None, batch_size=args.batch_size,
+                            progress=folders and not args.no_progress and not args.json)
+    faces = [o["img_embedding"] for o in outputs if "error" not in o and len(o["scores"])]
+    answers = gallery.identify(np.concatenate(faces) if faces else np.zeros((0, gallery.dim), np.float32),
+                               top_k=args.top_k, threshold=threshold, aggregate=args.aggregate)
+    records, failed, start = [], 0, 0
+    for source, output in zip(sources, outputs):
+        record: dict[str, Any] = {"image": source, "faces": []}
+        if "error" in output:
+            record["error"] = output["error"]
+        elif not len(output["scores"]):
+            record["error"] = "no face found"
+        failed += "error" in record
+        for score, box in zip(output["scores"], output["boxes"]):
+            answer = answers[start]
+            start += 1
+            record["faces"].append({"box": [float(v) for v in box], "score": float(score),
+                                    "identity": answer.identity,
+                                    "candidates": [c.to_dict() for c in answer.candidates]})
+        records.append(record)
+    if args.json:
+        print(json_text({"gallery": args.gallery, "model": args.model, "threshold": threshold,
+                         "threshold_is_default": args.threshold is None, "aggregate": args.aggregate,
+                         "top_k": args.top_k, "images": records}, indent=2))
+    else:
+        for record in records:
+            _print_record(record)
+        if args.threshold is None:
+            print(f"note: the default threshold {DEFAULT_THRESHOLD} is an uncalibrated placeholder; calibrate it with "
+                  "`facemask evaluate --gallery G --probes SRC` and pass --threshold", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    if "error" in record:
+        print(f"{record['image']}: {'ERROR ' if record['error'] != 'no face found' else ''}{record['error']}")
+        return
+    print(f"{record['image']}: {len(record['faces'])} face(s)")
+    for index, face in enumerate(record["faces"]):
+        box = ", ".join(f"{v:.0f}" for v in face["box"])
+        top = face["candidates"][0] if face["candidates"] else None
+        answer = face["identity"] if face["identity"] is not None else "unknown"
+        best = f" (best {top['identity']} {top['score']:.4f})" if top and face["identity"] is None else \
+            f" ({top['score']:.4f})" if top else ""
+        print(f"  face {index} [{box}] detection score {face['score']:.3f}: {answer}{best}")
+        for rank, candidate in enumerate(face["candidates"], start=1):
+            print(f"    {rank}. {candidate['identity']}  {candidate['score']:.4f}  {candidate['source']}")

@@ -1,0 +1,26 @@
+"""The one chunked embedding loop: many image sources through a FaceMask pipeline, a bounded number at a time.
+
+The library, ``facemask embed``/``evaluate`` (through ``cli.common.run_images``) and the Ray actors of
+:mod:`modelscope_facemask.ray_embed` all call :func:`embed_sources`.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+KEEP = object()  # "use the model's configured max_faces"
+
+
+def embed_sources(pipeline: Any, sources: Sequence[Any], *, max_faces: Any = KEEP, batch_size: int = 16,
+                  progress: bool = False) -> list[dict[str, Any]]:
+    """The pipeline's outputs for ``sources`` (one dict per source, in order; a bad source gives an output with an
+    ``error`` and no faces), ``batch_size`` images at a time (bounded memory), with an optional progress bar."""
+    from tqdm import tqdm
+
+    kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
+    outputs: list[dict[str, Any]] = []
+    with tqdm(total=len(sources), unit="image", disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(sources), batch_size):
+            chunk = list(sources[start : start + batch_size])
+            outputs += pipeline.run_batch(chunk, **kwargs)
+            bar.update(len(chunk))
+    return outputs

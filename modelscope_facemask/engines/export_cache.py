@@ -1,0 +1,227 @@
+"""Exported graphs for the ``onnxruntime``/``openvino`` engines: from a folder written by ``facemask export``, or
+exported on first use into a cache.
+
+Cache: ``$FACEMASK_ENGINE_CACHE``, default ``$FACEMASK_CACHE/engines`` (``~/.cache/modelscope-facemask/engines``).
+One folder per network, named by the network kind, the sha256 of its weights (the weights file's bytes; the state
+dict's tensors when the network did not come from a file), the graph format, the precision, and the versions of
+this package, torch and the opset, so a new version or other weights never reuse a stale graph. A folder is
+assembled in a temporary sibling and renamed into place, so concurrent first uses are safe: the second process
+finds the first one's folder (or its own rename fails and it takes the one that won). Each folder holds a
+``manifest.json`` with the sha256 and size of its files; a cached graph that no longer matches it (truncated,
+edited) is logged at WARNING and exported again. A folder given by the user (``engine_dir``) is never changed: a
+mismatch there is a :class:`~modelscope_facemask.errors.CheckpointError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError, ConfigurationError
+from ..log import logger
+from .export import FORMATS, OPSET, export_network, graph_files
+
+ENGINE_CACHE_ENV = "FACEMASK_ENGINE_CACHE"
+ENGINE_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}
+CACHE_OUTPUT, EXPORT_OUTPUT = "engine-cache", "export"
+HIT, FRESH, GIVEN = "cache hit", "fresh export", "exported folder"
+
+
+def engine_cache_dir() -> Path:
+    """``$FACEMASK_ENGINE_CACHE``, else ``engines/`` in the package cache (``$FACEMASK_CACHE``)."""
+    given = os.environ.get(ENGINE_CACHE_ENV)
+    if given:
+        return Path(given).expanduser()
+    from ..assets import cache_dir
+
+    return cache_dir() / "engines"
+
+
+def weights_sha256(net: torch.nn.Module, weights_file: str | os.PathLike | None = None) -> str:
+    """The sha256 of the weights file the network was loaded from, or, without one, of its state dict (names,
+    dtypes, shapes and bytes, in order)."""
+    if weights_file is not None:
+        from ..hub.manifest import file_sha256
+
+        return file_sha256(weights_file)
+    digest = hashlib.sha256()
+    for name, tensor in net.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def cache_key(kind: str, sha256: str, fmt: str, precision: str = "fp32") -> str:
+    """The cache folder name of one exported network."""
+    from ..version import __version__
+
+    return f"{kind}-{sha256[:24]}-{fmt}-{precision}-facemask{__version__}-torch{torch.__version__}-opset{OPSET}"
+
+
+def cached_graph(net: torch.nn.Module, kind: str, engine: str, sha256: str, precision: str = "fp32") -> tuple[Path, str]:
+    """The graph file ``engine`` loads for ``net`` (exported into the cache when missing or corrupt), and
+    :data:`HIT` or :data:`FRESH`."""
+    from ..atomic_files import writing_folder
+
+    fmt = ENGINE_FORMATS[engine]
+    folder = engine_cache_dir() / cache_key(kind, sha256, fmt, precision)
+    problem = graph_folder_problem(folder, kind, fmt) if folder.exists() else "missing"
+    if problem is None:
+        return folder / graph_files(kind, fmt)[0], HIT
+    if problem != "missing":
+        logger.warning("cached %s graph %s is unusable (%s); exporting it again", kind, folder, problem)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with writing_folder(folder, replace=problem != "missing") as staging:
+            export_network(net, kind, fmt, staging)
+            write_graph_manifest(staging, CACHE_OUTPUT, fmt, {kind: sha256})
+    except OSError as exc:  # another process renamed its export in first, or the cache is not writable
+        if folder.exists() and graph_folder_problem(folder, kind, fmt) is None:
+            return folder / graph_files(kind, fmt)[0], HIT
+        raise ConfigurationError(f"cannot write the {engine} graph cache {str(folder)!r} ({type(exc).__name__}: "
+                                 f"{exc}); set {ENGINE_CACHE_ENV} to a writable folder, or export once with "
+                                 "`facemask export` and pass engine_dir") from exc
+    return folder / graph_files(kind, fmt)[0], FRESH
+
+
+def write_graph_manifest(folder: str | os.PathLike, output: str, fmt: str, sources: dict[str, str],
+                         extra: dict[str, Any] | None = None) -> Path:
+    """``folder/manifest.json``: this package's manifest (sha256 and size of every file) plus the graph format,
+    opset, versions and the sha256 of the weights each graph was exported from."""
+    from ..atomic_files import write_text_atomic
+    from ..hub.manifest import MANIFEST_FILE, build_manifest
+    from . import installed_engines
+
+    manifest = build_manifest(folder, output)
+    versions = {k: v for k, v in installed_engines().items() if v is not None}
+    manifest.update({"graph_format": fmt, "opset": OPSET, "versions": versions,
+                     "source_weights_sha256": dict(sorted(sources.items())),
+                     "graphs": {kind: list(graph_files(kind, fmt)) for kind in sorted(sources)}, **(extra or {})})
+    path = Path(folder) / MANIFEST_FILE
+    write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_graph_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The manifest.json of an exported-graph folder, or :class:`ConfigurationError` naming what is wrong."""
+    from ..hub.manifest import MANIFEST_FILE, MANIFEST_FORMAT
+
+    path = Path(folder) / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"{str(folder)!r} has no {MANIFEST_FILE}: pass a folder written by `facemask "
+                                 "export`") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"{str(path)!r} is not readable JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or data.get("graph_format") not in FORMATS \
+            or not isinstance(data.get("files"), dict) or not isinstance(data.get("source_weights_sha256"), dict):
+        raise ConfigurationError(f"{str(path)!r} is not the manifest of exported graphs (written by `facemask "
+                                 "export`)")
+    return data
+
+
+def graph_folder_problem(folder: Path, kind: str, fmt: str) -> str | None:
+    """None when ``folder`` holds ``kind``'s graph in ``fmt`` exactly as its manifest lists it, else why not."""
+    from ..hub.manifest import file_sha256
+
+    try:
+        files = read_graph_manifest(folder)["files"]
+    except ConfigurationError as exc:
+        return str(exc)
+    for name in graph_files(kind, fmt):
+        entry, path = files.get(name), folder / name
+        if not isinstance(entry, dict):
+            return f"its manifest does not list {name!r}"
+        if not path.is_file():
+            return f"{name!r} is missing"
+        if path.stat().st_size != entry.get("size"):
+            return f"{name!r} is {path.stat().st_size} bytes, its manifest says {entry.get('size')}"
+        if file_sha256(path) != entry.get("sha256"):
+            return f"{name!r} does not match the sha256 in its manifest"
+    return None
+
+
+def exported_graph(folder: str | os.PathLike, kind: str, engine: str, sha256: str) -> Path:
+    """The graph of ``kind`` in a ``facemask export`` folder, checked: the format suits ``engine`` (onnxruntime
+    runs ONNX; openvino runs IR or ONNX), it was exported from these weights, and its files match the manifest."""
+    folder = Path(os.path.expanduser(os.fspath(folder)))
+    if not folder.is_dir():
+        raise ConfigurationError(f"engine_dir {str(folder)!r} is not a folder: pass a folder written by "
+                                 "`facemask export`")
+    manifest = read_graph_manifest(folder)
+    fmt = manifest["graph_format"]
+    if engine == "onnxruntime" and fmt != "onnx":
+        raise ConfigurationError(f"engine_dir {str(folder)!r} holds {fmt} graphs, which onnxruntime cannot run: "
+                                 "export with --format onnx, or use engine='openvino'")
+    source = manifest["source_weights_sha256"].get(kind)
+    if source != sha256:
+        raise ConfigurationError(f"engine_dir {str(folder)!r}: its {kind} graph was exported from other weights "
+                                 f"(sha256 {str(source)[:12]}..., these are {sha256[:12]}...); export again with "
+                                 "`facemask export` for this model")
+    problem = graph_folder_problem(folder, kind, fmt)
+    if problem is not None:
+        raise CheckpointError(f"engine_dir {str(folder)!r}: {problem}; export again with `facemask export`")
+    return folder / graph_files(kind, fmt)[0]
+
+
+def network_engine(net: torch.nn.Module, kind: str, engine: str, *, precision: str = "fp32",
+                   weights_file: str | os.PathLike | None = None, engine_dir: str | os.PathLike | None = None) -> Any:
+    """An engine running ``net`` (already prepared for the torch engine): the torch module itself, or the
+    exported graph from ``engine_dir`` or the cache. Logs at INFO which engine runs and from which file."""
+    from . import DEFAULT_ENGINE
+
+    if engine == DEFAULT_ENGINE:
+        from .torch_engine import TorchEngine
+
+        return TorchEngine(net, precision)
+    sha256 = weights_sha256(net, weights_file)
+    if engine_dir is not None:
+        graph, how = exported_graph(engine_dir, kind, engine, sha256), GIVEN
+    else:
+        graph, how = cached_graph(net, kind, engine, sha256, precision)
+    if engine == "onnxruntime":
+        from .onnxruntime_engine import OnnxRuntimeEngine as Engine
+    else:
+        from .openvino_engine import OpenVinoEngine as Engine
+    runner = Engine(graph, source=how)
+    logger.info("FaceMask %s runs on %s (CPU, fp32, %d threads) from %s", kind, engine, runner.threads, runner.source)
+    return runner
+
+
+def export_folder(out: str | os.PathLike, fmt: str, networks: dict[str, tuple[torch.nn.Module, str]], *,
+                  force: bool = False) -> dict[str, int]:
+    """Write ``networks`` (kind -> (fp32 module, sha256 of its weights)) as ``fmt`` graphs plus ``manifest.json``
+    into ``out``, atomically; the files written (name -> bytes).
+
+    ``out`` may be new or an empty folder; with ``force`` also an unchanged earlier ``facemask export`` output (its
+    generated manifest lists exactly its files). Anything else is refused with
+    :class:`~modelscope_facemask.errors.OutputFolderError` and left untouched.
+    """
+    from ..atomic_files import writing_folder
+    from ..errors import OutputFolderError
+    from ..hub.manifest import replacement_problem
+
+    out = Path(out)
+    exists = out.exists() or out.is_symlink()
+    empty = exists and out.is_dir() and not out.is_symlink() and not any(out.iterdir())
+    if exists and not empty:
+        problem = replacement_problem(out, EXPORT_OUTPUT)
+        if problem is None and not force:
+            raise OutputFolderError(f"{str(out)!r} exists (an earlier `facemask export` output); choose a new "
+                                    "folder, or pass --force to replace it")
+        if problem is not None:
+            raise OutputFolderError(
+                f"refusing to {'replace' if force else 'write into'} {str(out)!r}: {problem}, so it is not provably "
+                "an unchanged `facemask export` output and may hold your data; choose a new --out folder, or move "
+                "or delete it yourself")
+    with writing_folder(out, replace=exists) as staging:
+        for kind, (net, _) in networks.items():
+            export_network(net, kind, fmt, staging)
+        write_graph_manifest(staging, EXPORT_OUTPUT, fmt, {kind: sha for kind, (_, sha) in networks.items()})
+    return {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}

@@ -1,0 +1,36 @@
+"""The ``openvino`` engine: an exported graph (OpenVINO IR ``.xml``, or ONNX) compiled for OpenVINO's CPU plugin,
+with fp32 inference precision (OpenVINO would otherwise pick bf16 on CPUs that have it)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import require_engine
+from .onnxruntime_engine import engine_threads
+
+
+class OpenVinoEngine:
+    """One compiled model for one graph; inputs are float32 NCHW arrays, outputs float32 CPU tensors."""
+
+    name = "openvino"
+
+    def __init__(self, graph: str | os.PathLike, *, source: str = "") -> None:
+        ov = require_engine("openvino")
+        self.graph = Path(graph)
+        self.threads = engine_threads()
+        config = {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32",
+                  "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = ov.Core().compile_model(str(self.graph), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.source = f"{self.graph}{f' ({source})' if source else ''}"
+
+    def __call__(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        array = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        results = self.request.infer({0: array})
+        return tuple(torch.from_numpy(np.array(results[output], dtype=np.float32, copy=True))
+                     for output in self.compiled.outputs)

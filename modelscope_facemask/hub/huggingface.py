@@ -1,0 +1,192 @@
+"""The Hugging Face Hub side: publish a ``facemask pack`` folder with ``huggingface_hub.HfApi`` and load ``hf://``
+repositories from huggingface_hub's cache, with the same ``manifest.json`` guarantees as on ModelScope.
+
+Publishing: ``create_repo(exist_ok=True)`` then ``upload_folder`` (one commit), then the remote listing
+(``list_repo_tree(recursive=True, expand=True)``) is compared with the manifest: every file present with its size,
+and the sha256 of every LFS file (the listing's ``lfs.oid``; regular files only have a git blob id, so their
+sha256 is checked by downloading nothing: their git blob id is recomputed from the local bytes instead).
+The token comes from ``HF_TOKEN`` or ``huggingface-cli login`` (``huggingface_hub.get_token``); it is never printed.
+
+Loading: ``snapshot_download`` into huggingface_hub's cache (``HF_HOME``/``HF_HUB_CACHE``), which honours
+``HF_HUB_OFFLINE=1`` (then only the cache is used); the snapshot is then verified against its ``manifest.json``
+(every file), so a tampered or truncated file is refused with :class:`~modelscope_facemask.errors.CheckpointError`.
+huggingface_hub is imported lazily: nothing here is needed by ModelScope-only users.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, HubDownloadError, ModelSourceError
+from .manifest import MANIFEST_FILE, read_manifest, verify_manifest
+
+HF_SCHEME = "hf://"
+HF_TOKEN_ENV = "HF_TOKEN"
+HF_TOKEN_HELP = ("set HF_TOKEN to a write token of the owning account (https://huggingface.co/settings/tokens) "
+                 "or run `hf auth login`; the token is never printed")
+#: ``hf://OWNER/NAME`` or ``hf://OWNER/NAME@REVISION`` (a branch, tag or commit sha)
+HF_REF_PATTERN = re.compile(r"hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)"
+                            r"(?:@(?P<revision>[A-Za-z0-9][A-Za-z0-9._/-]*))?")
+
+
+@dataclass(frozen=True)
+class HfReference:
+    """A parsed ``hf://OWNER/NAME[@REVISION]``."""
+
+    repo_id: str
+    revision: str | None
+
+
+def is_hf_reference(text: Any) -> bool:
+    """True when ``text`` starts with ``hf://`` (whether or not the rest is valid)."""
+    return isinstance(text, str) and text.startswith(HF_SCHEME)
+
+
+def parse_hf_reference(text: str) -> HfReference:
+    """``hf://OWNER/NAME[@REVISION]`` -> :class:`HfReference`; :class:`ModelSourceError` for anything else."""
+    match = HF_REF_PATTERN.fullmatch(text or "")
+    if match is None or ".." in text:
+        raise ModelSourceError(f"{text!r} is not a Hugging Face reference: use hf://OWNER/NAME or "
+                               "hf://OWNER/NAME@REVISION (letters, digits, '.', '_', '-')")
+    return HfReference(match["repo"], match["revision"])
+
+
+def hf_token() -> str | None:
+    """The token huggingface_hub would use: ``HF_TOKEN``, else the stored login (None when neither)."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    return token.strip() if token and token.strip() else None
+
+
+def hf_endpoint() -> str:
+    """The Hugging Face endpoint in use (``HF_ENDPOINT``, default https://huggingface.co)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """The git object id of a regular (non-LFS) file, as the hub lists it."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def remote_listing(repo_id: str, token: str | None, revision: str | None = None) -> dict[str, dict[str, Any]]:
+    """``{path: {"size", "sha256" (LFS files, else None), "git_oid"}}`` of the files of ``repo_id`` on the hub."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(token=token or False)
+    entries = api.list_repo_tree(repo_id, revision=revision, recursive=True, expand=True)
+    return {e.path: {"size": e.size, "sha256": e.lfs.sha256 if e.lfs else None, "git_oid": e.blob_id}
+            for e in entries if isinstance(e, RepoFile)}
+
+
+def compare_hf_remote(folder: str | os.PathLike, remote: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
+    """(problems, files whose content hash was checked): every manifest file on the hub with the manifest's size,
+    and the manifest's sha256 (LFS files: the listing's sha256; regular files: the git blob id of the local file,
+    whose sha256 the manifest has just vouched for)."""
+    folder = Path(folder)
+    files = read_manifest(folder) or {}
+    problems, hashed = [], 0
+    for rel, entry in sorted(files.items()):
+        there = remote.get(rel)
+        if there is None:
+            problems.append(f"{rel}: missing on the hub")
+        elif there["size"] != entry["size"]:
+            problems.append(f"{rel}: {there['size']} bytes on the hub, {entry['size']} in the manifest")
+        elif there.get("sha256"):
+            hashed += 1
+            if there["sha256"] != entry["sha256"]:
+                problems.append(f"{rel}: sha256 {there['sha256']} on the hub, {entry['sha256']} in the manifest")
+        elif there.get("git_oid"):
+            hashed += 1
+            if there["git_oid"] != git_blob_sha1((folder / rel).read_bytes()):
+                problems.append(f"{rel}: the hub's git blob {there['git_oid']} is not the manifest's content")
+    if MANIFEST_FILE not in remote:
+        problems.append(f"{MANIFEST_FILE}: missing on the hub")
+    return problems, hashed
+
+
+@dataclass(frozen=True)
+class HfPublishResult:
+    """What the Hugging Face Hub holds after the upload, compared with the manifest."""
+
+    url: str
+    commit: str | None
+    problems: list[str]
+    hashes_checked: int
+    remote_extras: list[str]
+    created: bool
+
+
+def publish_to_hf(folder: str | os.PathLike, repo_id: str, *, private: bool = False,
+                  commit_message: str | None = None) -> HfPublishResult:
+    """Create ``repo_id`` if needed (an existing one keeps its visibility), upload ``folder``, verify the listing.
+
+    The caller has checked the folder (:func:`~modelscope_facemask.hub.publish.upload_plan`) and the token.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    token = hf_token()
+    api = HfApi(token=token or False)
+    try:
+        api.repo_info(repo_id, token=token or False)
+        created = False
+    except RepositoryNotFoundError:
+        created = True
+    except HfHubHTTPError:
+        created = True  # unknown: create_repo(exist_ok=True) decides
+    url = api.create_repo(repo_id, private=private if created else None, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message or
+                             "facemask publish", ignore_patterns=[".*", "**/.*"])
+    remote = remote_listing(repo_id, token)
+    problems, hashed = compare_hf_remote(folder, remote)
+    local = set((read_manifest(folder) or {})) | {MANIFEST_FILE}
+    extras = sorted(p for p in set(remote) - local if not p.split("/")[-1].startswith("."))
+    return HfPublishResult(str(url), getattr(info, "oid", None), problems, hashed, extras, created)
+
+
+def hf_snapshot(reference: str, *, what: str = "model") -> str:
+    """The verified local snapshot folder of ``hf://OWNER/NAME[@REVISION]`` in huggingface_hub's cache.
+
+    Online: ``snapshot_download`` fetches what the cache lacks. With ``HF_HUB_OFFLINE=1`` only the cache is used.
+    Every file listed in the snapshot's ``manifest.json`` is then checked (size and sha256): a file that differs
+    raises :class:`CheckpointError` naming it. Download failures raise :class:`HubDownloadError`.
+    """
+    ref = parse_hf_reference(reference)
+    try:
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import (LocalEntryNotFoundError, RepositoryNotFoundError,
+                                            RevisionNotFoundError)
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise ModelSourceError("huggingface_hub is not installed: pip install huggingface-hub") from None
+    endpoint = constants.ENDPOINT
+    try:
+        folder = snapshot_download(ref.repo_id, revision=ref.revision, token=hf_token() or False)
+    except RepositoryNotFoundError:
+        raise HubDownloadError(f"{what} {reference!r} does not exist on the Hugging Face Hub at {endpoint} (or is "
+                               "private and HF_TOKEN is not a token that may read it): check the id") from None
+    except RevisionNotFoundError:
+        raise HubDownloadError(f"{what} {reference!r}: revision {ref.revision or 'main'!r} does not exist on {endpoint}; "
+                               "use a branch, tag or commit sha of the repository") from None
+    except LocalEntryNotFoundError as exc:
+        offline = constants.HF_HUB_OFFLINE
+        why = ("HF_HUB_OFFLINE=1 and it is not in the huggingface_hub cache" if offline else
+               f"the Hugging Face Hub at {endpoint} cannot be reached and it is not in the huggingface_hub cache")
+        raise HubDownloadError(f"cannot load {what} {reference!r}: {why} ({constants.HF_HUB_CACHE}); download it "
+                               "once with the hub reachable, or pass a local folder") from exc
+    except Exception as exc:  # noqa: BLE001 - httpx errors, HfHubHTTPError, OSError
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise HubDownloadError(f"cannot download {what} {reference!r} from the Hugging Face Hub at {endpoint}: "
+                               f"{type(exc).__name__}: {cause}") from exc
+    if read_manifest(folder) is None:
+        raise CheckpointError(f"{what} {reference!r} has no {MANIFEST_FILE}: only repositories made by "
+                              "`facemask pack` can be loaded with hf:// (their files are verified on load)")
+    verify_manifest(folder)
+    return folder

@@ -1,0 +1,239 @@
+"""Corpus-scale embedding on Ray Data (extra ``[ray]``): paths -> an actor pool of FaceMask pipelines -> Parquet
+face-row shards, resumable.
+
+Design: the sources go into a Ray dataset (``ray.data.from_items``); ``map_batches`` runs them on a fixed pool of
+actors (``concurrency=workers``), each holding ONE pipeline built once in ``__init__`` (one GPU per actor when the
+cluster has GPUs) and calling the same embed loop as the single-process command
+(:func:`modelscope_facemask.embedding_runs.embed_sources`). Actors read and decode the files themselves with the
+pipeline's own loader, so rows and error messages equal ``facemask embed``'s and a bad file becomes an error row
+instead of a failed read task. The driver streams the result blocks and writes shards of about ``shard_images``
+images atomically into the output folder, so an interrupted run loses at most the shard in progress and a rerun skips
+every source already in a shard.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .extras import require
+
+METADATA_COLUMN = "_facemask_run"  # the actors' run metadata travels with the rows; the driver moves it to the schema
+MAX_INPUT_BLOCKS = 1000
+MODEL_MAX_FACES = "model"  # EmbedSpec.max_faces: the model's configured max_faces
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """What each actor needs to build its pipeline (picklable: sent to every actor)."""
+
+    model_dir: str
+    model: str = ""  # the --model the user gave (hub id or folder), recorded in the metadata
+    detector: str | None = None
+    device: str = "gpu"
+    precision: str | None = None
+    det_max_side: int | None = None
+    max_faces: int | None | str = MODEL_MAX_FACES  # an int, None (every face) or MODEL_MAX_FACES
+    batch_size: int = 16
+    threads: int = 1  # torch threads per actor
+    verbose: bool = False  # the actors' INFO logs (model loading, device) too
+    engine: str | None = None  # --engine (torch, onnxruntime, openvino); None: the pipeline's default
+    engine_dir: str | None = None
+
+
+@dataclass
+class RayEmbedSummary:
+    """What a run did: images embedded now, skipped (already in the folder), faces, error rows, time, workers."""
+
+    images: int = 0
+    skipped: int = 0
+    faces: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    workers: int = 0
+    shards: list[str] = field(default_factory=list)
+    first_result_seconds: float = 0.0  # start-up: Ray, the actors' pipelines and the first batch
+    first_result_images: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_images_per_second(self) -> float:
+        """Images/s after the first result (without Ray's and the actors' start-up); 0 when unknown."""
+        seconds = self.seconds - self.first_result_seconds
+        images = self.images - self.first_result_images
+        return images / seconds if seconds > 0 and images > 0 else 0.0
+
+    def line(self, out: str | os.PathLike) -> str:
+        steady = (f" ({self.steady_images_per_second:.2f} images/s after start-up)"
+                  if self.steady_images_per_second else "")
+        return (f"{self.images} image(s) embedded, {self.skipped} already in {str(out)!r} skipped, {self.faces} "
+                f"face(s), {self.errors} error(s), {self.seconds:.1f} s, {self.images_per_second:.2f} images/s"
+                f"{steady} on {self.workers} worker(s), {len(self.shards)} new shard(s)")
+
+
+class EmbedActor:
+    """A Ray Data actor: one FaceMask pipeline, built once; batches of ``source`` paths -> face-row tables."""
+
+    def __init__(self, spec: EmbedSpec) -> None:
+        import torch
+
+        from .modelscope_adapters.pipeline import FaceMaskPipeline
+        from .regress import run_metadata
+
+        torch.set_num_threads(max(1, spec.threads))
+        for name in ("modelscope", "modelscope.facemask"):  # warnings (a skipped image) reach the driver; INFO if -v
+            logging.getLogger(name).setLevel(logging.INFO if spec.verbose else logging.WARNING)
+        self.spec = spec
+        kwargs = {} if spec.max_faces == MODEL_MAX_FACES else {"max_faces": spec.max_faces}
+        self.pipeline = FaceMaskPipeline(spec.model_dir, device=spec.device, detector_model=spec.detector,
+                                         precision=spec.precision, det_max_side=spec.det_max_side,
+                                         engine=spec.engine, engine_dir=spec.engine_dir, **kwargs)
+        max_faces = (self.pipeline.preprocessor.settings.max_faces if spec.max_faces == MODEL_MAX_FACES
+                     else spec.max_faces)
+        self.max_faces = max_faces
+        self.metadata = json.dumps({"model": spec.model, **run_metadata(self.pipeline, max_faces)}, sort_keys=True)
+
+    def __call__(self, batch: Mapping[str, Any]) -> Any:
+        import pyarrow as pa
+
+        from .embedding_runs import embed_sources
+        from .face_rows import face_rows
+
+        sources = [str(s) for s in batch["source"]]
+        paths = [str(p) for p in batch["path"]]  # absolute: a worker's working folder is not the driver's
+        outputs = embed_sources(self.pipeline, paths, max_faces=self.max_faces, batch_size=self.spec.batch_size)
+        table = face_rows(sources, outputs)
+        return table.append_column(METADATA_COLUMN, pa.array([self.metadata] * table.num_rows, pa.string()))
+
+
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def unique_sources(sources: Sequence[str]) -> list[str]:
+    """``sources`` without repeats, in order (a rows folder holds each source once)."""
+    return list(dict.fromkeys(str(s) for s in sources))
+
+
+def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = True) -> bool:
+    """Start a local Ray instance (no dashboard, warnings only) or connect to the cluster at ``address``; a Ray
+    already initialised in this process is used as it is. Returns True when this call started or connected."""
+    ray = require("ray", "ray", "embedding with Ray Data")
+    if ray.is_initialized():
+        return False
+    level = logging.WARNING if quiet else logging.INFO
+    if address:
+        ray.init(address=address, logging_level=level, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, logging_level=level,
+                 log_to_driver=True)
+    return True
+
+
+def worker_resources(device: str, workers: int, cpus_per_worker: int | None) -> tuple[int, float]:
+    """(CPUs, GPUs) per actor: CPUs default to the cluster's CPUs shared among ``workers``; one GPU per actor when
+    the device asks for a GPU and the cluster has at least one."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus = cpus_per_worker or max(1, int(resources.get("CPU", 1) // workers))
+    wants_gpu = device == "gpu" or device.startswith("cuda")
+    return cpus, (1.0 if wants_gpu and resources.get("GPU", 0) >= 1 else 0.0)
+
+
+def embed_with_ray(spec: EmbedSpec, sources: Sequence[str], out: str | os.PathLike, *, workers: int,
+                   cpus_per_worker: int | None = None, address: str | None = None, shard_images: int = 1000,
+                   progress: bool = True, on_shard: Callable[[Path], None] | None = None) -> RayEmbedSummary:
+    """Embed ``sources`` on a Ray actor pool of ``workers`` pipelines into the rows folder ``out`` (Parquet shards,
+    :mod:`modelscope_facemask.face_rows`); sources already in ``out``'s shards are skipped.
+
+    Without ``address`` (and no Ray initialised in this process) Ray starts locally and is shut down afterwards.
+    Raises :class:`~modelscope_facemask.errors.FaceRowsError` when ``out`` is not a rows folder or holds rows of
+    another model, contract or precision; a bad image only gives its error row.
+    """
+    ray = require("ray", "ray", "embedding with Ray Data")
+    import pyarrow as pa
+
+    from .face_rows import METADATA_KEY, check_same_run, count_images, done_sources, folder_metadata, write_shard
+
+    started = time.perf_counter()
+    sources = unique_sources(sources)
+    if os.path.isdir(spec.model_dir):  # workers may run in another folder
+        spec = EmbedSpec(**{**spec.__dict__, "model_dir": os.path.abspath(spec.model_dir)})
+    for name in ("detector", "engine_dir"):
+        value = getattr(spec, name)
+        if value is not None and os.path.isdir(value):
+            spec = EmbedSpec(**{**spec.__dict__, name: os.path.abspath(value)})
+    done = done_sources(out)
+    pending = [s for s in sources if s not in done]
+    summary = RayEmbedSummary(skipped=len(sources) - len(pending), workers=workers)
+    if not pending:
+        return summary
+    existing = folder_metadata(out)
+    started_ray = connect(address)
+    try:
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = progress
+        cpus, gpus = worker_resources(spec.device, workers, cpus_per_worker)
+        if gpus:
+            spec = EmbedSpec(**{**spec.__dict__, "device": "cuda"})  # Ray gives each actor its own CUDA_VISIBLE_DEVICES
+        spec = EmbedSpec(**{**spec.__dict__, "threads": cpus})
+        batch = max(1, min(spec.batch_size, math.ceil(len(pending) / workers)))  # every worker gets work
+        blocks = max(1, min(math.ceil(len(pending) / batch), MAX_INPUT_BLOCKS))
+        items = [{"source": s, "path": s if is_url(s) else os.path.abspath(s)} for s in pending]
+        dataset = ray.data.from_items(items, override_num_blocks=blocks)
+        rows = dataset.map_batches(EmbedActor, fn_constructor_args=(spec,), batch_size=batch, batch_format="numpy",
+                                   compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus)
+        buffered: list[Any] = []
+        buffered_images = 0
+
+        def flush() -> None:
+            nonlocal buffered, buffered_images
+            if buffered:
+                table = pa.concat_tables(buffered)
+                images, faces, errors = count_images(table)
+                path = write_shard(table, out)
+                summary.images, summary.faces, summary.errors = (summary.images + images, summary.faces + faces,
+                                                                 summary.errors + errors)
+                summary.shards.append(path.name)
+                if on_shard is not None:
+                    on_shard(path)
+            buffered, buffered_images = [], 0
+
+        try:
+            for block in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
+                if block.num_rows == 0:
+                    continue
+                if not summary.first_result_seconds:
+                    summary.first_result_seconds = time.perf_counter() - started
+                    summary.first_result_images = count_images(block)[0]
+                runs = set(block.column(METADATA_COLUMN).unique().to_pylist())
+                metadata = json.loads(min(runs))
+                for other in runs:  # actors on different nodes may differ in device or threads, never in model
+                    check_same_run(metadata, json.loads(other), "a Ray worker's rows")
+                if existing is None:
+                    existing = metadata
+                check_same_run(metadata, existing, f"the rows already in {str(out)!r}")
+                block = block.drop_columns([METADATA_COLUMN]).replace_schema_metadata(
+                    {METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
+                buffered.append(block)
+                buffered_images += count_images(block)[0]
+                if buffered_images >= shard_images:
+                    flush()
+        finally:
+            flush()  # rows of finished images are kept even when the run is interrupted
+    finally:
+        if started_ray:
+            ray.shutdown()
+    summary.seconds = time.perf_counter() - started
+    return summary
+

@@ -1,0 +1,283 @@
+"""FaceGallery: search and aggregation against brute-force numpy on crafted embeddings, incremental changes, the
+on-disk folder (atomic, verified, refused when damaged or from another model), enrolment sources."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelscope_facemask.errors import (
+    EnrolmentSourceError,
+    GalleryFormatError,
+    GalleryIdentityError,
+    GalleryMismatchError,
+    OutputFolderError,
+)
+from modelscope_facemask.gallery import FaceGallery, GalleryModel
+from modelscope_facemask.gallery.enrolment_sources import read_csv, read_folder_tree, read_source
+from modelscope_facemask.gallery.gallery_folder import INDEX_FILE, MANIFEST_FILE, ROWS_FILE
+
+pytest.importorskip("faiss")
+pytest.importorskip("pyarrow")
+
+MODEL = GalleryModel("test/model", "a" * 64, "c" * 64, {"max_faces": 1, "crop_size": 112})
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _clustered(seed: int, identities: int, per_identity: int, dim: int = 64):
+    """Unit embeddings shaped like faces: identity centres plus per-image noise (same-identity cosine ~0.6)."""
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng.normal(size=(identities, dim)))
+    names = [f"person{j:02d}" for j in range(identities) for _ in range(per_identity)]
+    owner = np.repeat(np.arange(identities), per_identity)
+    vectors = _unit(centres[owner] + rng.normal(scale=1.2 / np.sqrt(dim), size=(len(owner), dim)))
+    return vectors, names, centres
+
+
+def _brute_force(queries, vectors, names, top_k, aggregate):
+    """Per-identity scores over ALL images: max (best) or the cosine to the normalised mean embedding (mean)."""
+    labels = sorted(set(names))
+    scores = queries.astype(np.float64) @ vectors.astype(np.float64).T
+    names = np.array(names)
+    results = []
+    for row in scores:
+        if aggregate == "best":
+            per = {n: row[names == n].max() for n in labels}
+        else:
+            per = {}
+            for n in labels:
+                mean = vectors[names == n].astype(np.float64).mean(axis=0)
+                per[n] = float(queries[len(results)].astype(np.float64) @ (mean / np.linalg.norm(mean)))
+        results.append(sorted(per.items(), key=lambda item: (-item[1], item[0]))[:top_k])
+    return results
+
+
+def _sources(names):
+    return [f"/photos/{n}/{i}.jpg" for i, n in enumerate(names)]
+
+
+@pytest.mark.parametrize("aggregate", ["best", "mean"])
+def test_search_equals_brute_force(aggregate):
+    vectors, names, centres = _clustered(0, identities=8, per_identity=5)
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL, kind="exact")
+    rng = np.random.default_rng(1)
+    queries = _unit(centres[rng.integers(0, 8, 20)] + rng.normal(scale=0.15, size=(20, 64)))
+    found = gallery.search(queries, top_k=5, aggregate=aggregate)
+    expected = _brute_force(queries, vectors, names, 5, aggregate)
+    for got, want in zip(found, expected):
+        assert [c.identity for c in got] == [n for n, _ in want]
+        assert [c.score for c in got] == pytest.approx([s for _, s in want], abs=1e-5)
+        for candidate in got:  # the source shown is that identity's best-matching image
+            assert f"/{candidate.identity}/" in candidate.source
+
+
+def test_one_crowded_identity_still_yields_top_k_identities():
+    """300 images of one identity sit closest to the query: more hits are fetched until 5 identities are found."""
+    vectors, names, centres = _clustered(2, identities=6, per_identity=3)
+    rng = np.random.default_rng(3)
+    crowd = _unit(centres[0] + rng.normal(scale=0.02, size=(300, 64)))
+    vectors = np.concatenate([vectors, crowd])
+    names = names + ["crowd"] * 300
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL, kind="exact")
+    (got,) = gallery.search(centres[:1], top_k=5)
+    (want,) = _brute_force(centres[:1], vectors, names, 5, "best")
+    assert [c.identity for c in got] == [n for n, _ in want] and len(got) == 5 and got[0].identity == "crowd"
+
+
+def test_identify_answers_unknown_below_the_threshold():
+    vectors, names, centres = _clustered(4, identities=4, per_identity=2)
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL)
+    (best,) = gallery.search(centres[2:3], top_k=1)
+    known, unknown = gallery.identify(np.repeat(centres[2:3], 2, axis=0), top_k=3, threshold=best[0].score)
+    assert known.identity == best[0].identity == "person02"
+    (answer,) = gallery.identify(centres[2:3], threshold=best[0].score + 1e-4)
+    assert answer.identity is None and answer.candidates[0].identity == "person02"
+    assert len(unknown.candidates) == 3
+
+
+def test_add_and_remove_match_a_rebuilt_gallery_and_ids_are_never_reused():
+    vectors, names, centres = _clustered(5, identities=10, per_identity=4)
+    gallery = FaceGallery.build(vectors[:20], names[:20], _sources(names)[:20], model=MODEL, kind="exact")
+    added = gallery.add(vectors[20:], names[20:], _sources(names)[20:])
+    assert added.tolist() == list(range(20, 40))
+    assert gallery.remove(["person01", "person07"]) == 8
+    more = gallery.add(vectors[4:8], names[4:8], ["/again/%d.jpg" % i for i in range(4)])
+    assert more.tolist() == [40, 41, 42, 43]
+    keep = [i for i, n in enumerate(names) if n not in ("person01", "person07")]
+    rebuilt = FaceGallery.build(np.concatenate([vectors[keep], vectors[4:8]]),
+                                [names[i] for i in keep] + names[4:8], [str(i) for i in range(len(keep) + 4)],
+                                model=MODEL, kind="exact")
+    assert gallery.identities() == rebuilt.identities() and "person01" in gallery.identities()
+    assert len(gallery) == len(rebuilt) == 36
+    queries = centres
+    for aggregate in ("best", "mean"):
+        for a, b in zip(gallery.search(queries, aggregate=aggregate), rebuilt.search(queries, aggregate=aggregate)):
+            assert [c.identity for c in a] == [c.identity for c in b]
+            assert [c.score for c in a] == pytest.approx([c.score for c in b], abs=1e-6)
+
+
+def test_removing_an_unknown_identity_changes_nothing():
+    vectors, names, _ = _clustered(6, identities=3, per_identity=2)
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL)
+    with pytest.raises(GalleryIdentityError, match="not in the gallery: 'nobody'; nothing was removed"):
+        gallery.remove(["person00", "nobody"])
+    assert len(gallery) == 6 and len(gallery.index) == 6 and "person00" in gallery.identities()
+
+
+def test_save_and_load_round_trip(tmp_path):
+    vectors, names, centres = _clustered(7, identities=5, per_identity=3)
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL)
+    folder = gallery.save(tmp_path / "g")
+    assert sorted(p.name for p in folder.iterdir()) == sorted([INDEX_FILE, ROWS_FILE, MANIFEST_FILE])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]  # no temporary sibling left behind
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert manifest["recognizer_sha256"] == "a" * 64 and manifest["contract_sha256"] == "c" * 64
+    assert manifest["counts"] == {"images": 15, "identities": 5} and manifest["format_version"] == 1
+    loaded = FaceGallery.load(folder)
+    assert np.array_equal(loaded.rows.embeddings, gallery.rows.embeddings)
+    assert loaded.rows.identities.tolist() == names and loaded.next_id == 15 and loaded.model == MODEL
+    for a, b in zip(loaded.search(centres), gallery.search(centres)):
+        assert [(c.identity, c.source) for c in a] == [(c.identity, c.source) for c in b]
+
+
+def test_existing_folders_are_never_overwritten_unless_they_are_galleries(tmp_path):
+    vectors, names, _ = _clustered(8, identities=2, per_identity=2)
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL)
+    gallery.save(tmp_path / "g")
+    with pytest.raises(OutputFolderError, match="already exists"):
+        gallery.save(tmp_path / "g")
+    gallery.remove(["person00"])
+    gallery.save(tmp_path / "g", replace=True)
+    assert len(FaceGallery.load(tmp_path / "g")) == 2
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputFolderError, match="not a FaceMask gallery"):
+        gallery.save(tmp_path / "mine", replace=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_failed_write_leaves_the_old_gallery_intact(tmp_path, monkeypatch):
+    vectors, names, _ = _clustered(9, identities=3, per_identity=2)
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL)
+    gallery.save(tmp_path / "g")
+    gallery.remove(["person02"])
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("modelscope_facemask.gallery.gallery_folder._write_rows", crash)
+    with pytest.raises(OSError, match="disk full"):
+        gallery.save(tmp_path / "g", replace=True)
+    assert len(FaceGallery.load(tmp_path / "g")) == 6 and sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+
+
+@pytest.mark.parametrize("damage", ["truncated rows", "missing index", "no manifest", "future version", "edited count"])
+def test_damaged_galleries_are_refused(tmp_path, damage):
+    vectors, names, _ = _clustered(10, identities=3, per_identity=2)
+    folder = FaceGallery.build(vectors, names, _sources(names), model=MODEL).save(tmp_path / "g")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    if damage == "truncated rows":
+        data = (folder / ROWS_FILE).read_bytes()
+        (folder / ROWS_FILE).write_bytes(data[: len(data) // 2])
+        message = "rows.parquet does not match its manifest"
+    elif damage == "missing index":
+        (folder / INDEX_FILE).unlink()
+        message = "incomplete: index.faiss is missing"
+    elif damage == "no manifest":
+        (folder / MANIFEST_FILE).unlink()
+        message = "is not a FaceMask gallery"
+    elif damage == "future version":
+        (folder / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 99}))
+        message = "format version 99"
+    else:
+        (folder / MANIFEST_FILE).write_text(json.dumps({**manifest, "counts": {"images": 7, "identities": 3}}))
+        message = "manifest says 7"
+    with pytest.raises(GalleryFormatError, match=message):
+        FaceGallery.load(folder)
+
+
+def test_another_model_or_contract_is_refused_naming_both_hashes():
+    vectors, names, _ = _clustered(11, identities=2, per_identity=1)
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL)
+    gallery.check_model(GalleryModel("another/name", "a" * 64, "c" * 64, {}))  # same hashes: accepted
+    other = GalleryModel("other/model", "b" * 64, "d" * 64, {"max_faces": 1, "crop_size": 128})
+    with pytest.raises(GalleryMismatchError) as info:
+        gallery.check_model(other)
+    message = str(info.value)
+    assert "bbbbbbbbbbbbbbbb" in message and "aaaaaaaaaaaaaaaa" in message
+    assert "dddddddddddddddd" in message and "cccccccccccccccc" in message and "differs in crop_size" in message
+    assert "rebuild the gallery" in message
+
+
+def test_bad_embeddings_are_refused():
+    vectors, names, _ = _clustered(12, identities=2, per_identity=2)
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL)
+    with pytest.raises(ValueError, match="unit vectors"):
+        gallery.add(vectors[:1] * 2, ["x"], ["x.jpg"])
+    with pytest.raises(ValueError, match=r"\(n, 64\)"):
+        gallery.search(np.ones((1, 32), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        gallery.search(np.full((1, 64), np.nan, np.float32))
+    assert len(gallery) == 4
+
+
+def test_folder_tree_and_csv_sources(tmp_path):
+    for rel in ("alice/1.jpg", "alice/old/2.png", "bob/1.jpg", "loose.jpg", "bob/notes.txt", ".hidden/1.jpg"):
+        (tmp_path / "tree" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / rel).write_bytes(b"")
+    tree = read_folder_tree(tmp_path / "tree")
+    assert [(Path(i.source).relative_to(tmp_path / "tree").as_posix(), i.identity, i.key) for i in tree.images] == [
+        ("alice/1.jpg", "alice", "alice/1.jpg"), ("alice/old/2.png", "alice", "alice/old/2.png"),
+        ("bob/1.jpg", "bob", "bob/1.jpg")]
+    assert [(Path(s).name, why) for s, why in tree.problems] == [
+        ("loose.jpg", "not inside an identity folder (expected SRC/IDENTITY/image)")]
+    csv = tmp_path / "list.csv"
+    csv.write_text("Path,Identity,extra\nalice/1.jpg,Alice,x\n/abs/b.jpg,Bob,\n")
+    listed = read_source(csv)
+    assert [(i.source, i.identity) for i in listed.images] == [(str(tmp_path / "alice/1.jpg"), "Alice"),
+                                                               ("/abs/b.jpg", "Bob")]
+    csv.write_text("file,name\na.jpg,A\n")
+    with pytest.raises(EnrolmentSourceError, match="missing column.*path, identity"):
+        read_csv(csv)
+    csv.write_text("path,identity\na.jpg,\n")
+    with pytest.raises(EnrolmentSourceError, match=r"list.csv:2: empty path or identity"):
+        read_csv(csv)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EnrolmentSourceError, match="no images in identity folders"):
+        read_source(tmp_path / "empty")
+    with pytest.raises(EnrolmentSourceError, match="no such file or folder"):
+        read_source(tmp_path / "missing")
+
+
+def test_hnsw_gallery_finds_what_exact_search_finds_and_survives_removal_and_reload(tmp_path):
+    vectors, names, centres = _clustered(13, identities=40, per_identity=5)
+    exact = FaceGallery.build(vectors, names, _sources(names), model=MODEL, kind="exact")
+    graph = FaceGallery.build(vectors, names, _sources(names), model=MODEL, kind="hnsw")
+    assert graph.index.kind == "hnsw"
+    for a, b in zip(exact.search(centres), graph.search(centres)):
+        assert [c.identity for c in a] == [c.identity for c in b]
+    graph.remove(["person00", "person01"])
+    graph.save(tmp_path / "g")
+    loaded = FaceGallery.load(tmp_path / "g")
+    assert json.loads((tmp_path / "g" / MANIFEST_FILE).read_text())["index_kind"] == "hnsw"
+    found = loaded.search(centres[:2], top_k=10)
+    assert all(c.identity not in ("person00", "person01") for row in found for c in row)
+    assert all(len(row) == 10 for row in found)
+
+
+def test_mean_templates_summed_in_chunks_equal_brute_force(monkeypatch):
+    """Chunks of 7 rows split identities across chunks; identities enrolled out of order."""
+    monkeypatch.setattr("modelscope_facemask.gallery.face_gallery._TEMPLATE_CHUNK", 7)
+    vectors, names, centres = _clustered(14, identities=6, per_identity=5)
+    shuffle = np.random.default_rng(15).permutation(len(names))
+    vectors, names = vectors[shuffle], [names[i] for i in shuffle]
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL, kind="exact")
+    found = gallery.search(centres, top_k=6, aggregate="mean")
+    for got, want in zip(found, _brute_force(centres, vectors, names, 6, "mean")):
+        assert [c.identity for c in got] == [n for n, _ in want]
+        assert [c.score for c in got] == pytest.approx([s for _, s in want], abs=1e-6)

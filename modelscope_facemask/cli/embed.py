@@ -88,7 +88,7 @@ def _out_kind(out: str | None) -> str:
     if out == "-":
         return "stdout"
     suffix = Path(out).suffix.lower()
-    if Path(out).is_dir() or not suffix:
+    if not suffix:
         return "folder"
     if suffix in (".npz", ".jsonl", ".parquet"):
         return suffix[1:]

@@ -157,8 +157,13 @@ def embedding_contract(pipeline: Any, max_faces: int | None) -> dict[str, Any]:
     if settings.use_det:
         detector = pipeline.preprocessor.detector
         detection = asdict(detector.settings)
-        if detection["det_max_side"] is None:  # the reference's resize rule: contracts made before the option stay equal
+        # opt-ins at their defaults leave outputs as before, so contracts made before those options stay equal;
+        # batched post-processing gives equal results and is never part of the contract
+        if detection["det_max_side"] is None:
             del detection["det_max_side"]
+        if not detection["pad_batches"]:
+            del detection["pad_batches"]
+        del detection["batched_postprocess"]
         contract.update(detector=detector.config.to_dict(), detection_settings=detection, detector_mean=list(MEAN))
     return contract
 

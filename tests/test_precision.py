@@ -170,7 +170,7 @@ def test_modelscope_pipeline_keyword(small_model_dir):
 def test_info_line_names_fp32_by_default(small_model_dir, caplog):
     with caplog.at_level(logging.INFO, logger="modelscope.facemask"):
         FaceMaskPipeline(str(small_model_dir), device="cpu")
-    assert any(r.getMessage() == "FaceMask pipeline runs on cpu in fp32" for r in caplog.records)
+    assert any(r.getMessage() == "FaceMask pipeline runs on cpu in fp32, engine torch" for r in caplog.records)
 
 
 def test_configuration_key_and_keyword_override(small_model_dir, tmp_path):

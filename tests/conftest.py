@@ -92,3 +92,21 @@ def small_model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -
     write_facemask_repo(folder, small_recognizer_state, facemask_configuration(detector="detector", units=SMALL_UNITS))
     write_detector_repo(folder / "detector", mobilenet_state, MOBILENET025_CONFIG)
     return folder
+
+
+@pytest.fixture(scope="session")
+def mixed_images(portraits, tmp_path_factory) -> dict[str, Path]:
+    """``group``: a picture with two faces; ``blank``: one without a face; ``corrupt``: a JPEG header, then junk."""
+    import cv2
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("mixed-images")
+    a, b = cv2.imread(str(portraits["person_a_2"])), cv2.imread(str(portraits["impostor_1"]))
+    b = cv2.resize(b, (int(b.shape[1] * a.shape[0] * 0.6 / b.shape[0]), int(a.shape[0] * 0.6)))
+    canvas = np.full((a.shape[0], a.shape[1] + b.shape[1] + 40, 3), 255, np.uint8)
+    canvas[:, : a.shape[1]], canvas[: b.shape[0], a.shape[1] + 40 :] = a, b
+    cv2.imwrite(str(folder / "group.png"), canvas)
+    cv2.imwrite(str(folder / "blank.png"), np.full((160, 200, 3), 200, np.uint8))
+    data = Path(portraits["person_b_1"]).read_bytes()
+    (folder / "corrupt.jpg").write_bytes(data[:600] + bytes(range(256)) * 4)
+    return {"group": folder / "group.png", "blank": folder / "blank.png", "corrupt": folder / "corrupt.jpg"}

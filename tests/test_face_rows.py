@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,19 +34,10 @@ def pipeline(model_dir) -> FaceMaskPipeline:
 
 
 @pytest.fixture(scope="module")
-def images(portraits, tmp_path_factory) -> dict[str, str]:
+def images(portraits, mixed_images) -> dict[str, str]:
     """A two-face picture, a portrait, a picture without a face and a corrupt JPEG."""
-    folder = tmp_path_factory.mktemp("rows-images")
-    a, b = cv2.imread(str(portraits["person_a_2"])), cv2.imread(str(portraits["impostor_1"]))
-    b = cv2.resize(b, (int(b.shape[1] * a.shape[0] * 0.6 / b.shape[0]), int(a.shape[0] * 0.6)))
-    canvas = np.full((a.shape[0], a.shape[1] + b.shape[1] + 40, 3), 255, np.uint8)
-    canvas[:, : a.shape[1]], canvas[: b.shape[0], a.shape[1] + 40 :] = a, b
-    cv2.imwrite(str(folder / "group.png"), canvas)
-    cv2.imwrite(str(folder / "blank.png"), np.full((160, 200, 3), 200, np.uint8))
-    data = Path(portraits["person_b_1"]).read_bytes()
-    (folder / "corrupt.jpg").write_bytes(data[:600] + bytes(range(256)) * 4)  # a JPEG header, then junk
-    return {"group": str(folder / "group.png"), "portrait": str(portraits["person_a_1"]),
-            "blank": str(folder / "blank.png"), "corrupt": str(folder / "corrupt.jpg")}
+    return {"group": str(mixed_images["group"]), "portrait": str(portraits["person_a_1"]),
+            "blank": str(mixed_images["blank"]), "corrupt": str(mixed_images["corrupt"])}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from modelscope_facemask import FaceMaskPipeline
 from modelscope_facemask.checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS
 from modelscope_facemask.cli import main
 from modelscope_facemask.errors import CheckpointError, HubDownloadError, ModelSourceError
-from modelscope_facemask.hub.huggingface import compare_hf_remote, parse_hf_reference, remote_listing
+from modelscope_facemask.hub.huggingface import parse_hf_reference, remote_listing
+from modelscope_facemask.hub.manifest import compare_remote
 from modelscope_facemask.hub.manifest import MANIFEST_FILE, read_manifest
 from modelscope_facemask.hub.model_folders import hf_model_dir
 from modelscope_facemask.testing.hf_hub_emulator import (HfHubEmulator, hf_environment, patch_hf_constants,
@@ -125,7 +126,7 @@ def test_publish_round_trip_and_pipeline(packed, published, emulator, hf_env, po
     listing = remote_listing(REPO, TOKEN)
     for rel in LFS_FILES:
         assert listing[rel]["sha256"] == hashlib.sha256((packed / rel).read_bytes()).hexdigest()
-    assert compare_hf_remote(packed, listing) == ([], 6)
+    assert compare_remote(packed, listing) == ([], 6)
 
     start = len(emulator.requests)
     folder = Path(hf_model_dir(f"hf://{REPO}"))
@@ -235,18 +236,18 @@ def test_missing_repository_and_revision(emulator, hf_env, published):
         hf_model_dir(f"hf://{REPO}@v9")
 
 
-def test_compare_hf_remote_reports_differences(packed):
+def test_compare_remote_reports_differences(packed):
     manifest = read_manifest(packed)
     remote = {rel: {"size": e["size"], "sha256": e["sha256"] if rel in LFS_FILES else None,
                     "git_oid": None if rel in LFS_FILES else
                     hashlib.sha1(b"blob %d\0" % e["size"] + (packed / rel).read_bytes()).hexdigest()}
               for rel, e in manifest.items()}
     remote[MANIFEST_FILE] = {"size": 1, "sha256": None, "git_oid": None}
-    assert compare_hf_remote(packed, remote) == ([], len(manifest))
+    assert compare_remote(packed, remote) == ([], len(manifest))
     remote["README.md"]["git_oid"] = "0" * 40
     remote[TORCH_WEIGHTS]["sha256"] = "f" * 64
     del remote[SAFETENSORS_WEIGHTS]
-    problems, _ = compare_hf_remote(packed, remote)
+    problems, _ = compare_remote(packed, remote)
     assert problems == [f"README.md: the hub's git blob {'0' * 40} is not the manifest's content",
                         f"{SAFETENSORS_WEIGHTS}: missing on the hub",
                         f"{TORCH_WEIGHTS}: sha256 {'f' * 64} on the hub, {manifest[TORCH_WEIGHTS]['sha256']} in the "

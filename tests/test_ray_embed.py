@@ -34,19 +34,13 @@ def model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path
 
 
 @pytest.fixture(scope="module")
-def inputs(portraits, tmp_path_factory) -> Path:
+def inputs(portraits, mixed_images, tmp_path_factory) -> Path:
     """The six portraits, a two-face picture, a picture without a face and a corrupt JPEG."""
     folder = tmp_path_factory.mktemp("ray-images")
     for name, path in portraits.items():
         shutil.copy(path, folder / f"{name}.jpg")
-    a, b = cv2.imread(str(portraits["person_a_2"])), cv2.imread(str(portraits["impostor_1"]))
-    b = cv2.resize(b, (int(b.shape[1] * a.shape[0] * 0.6 / b.shape[0]), int(a.shape[0] * 0.6)))
-    canvas = np.full((a.shape[0], a.shape[1] + b.shape[1] + 40, 3), 255, np.uint8)
-    canvas[:, : a.shape[1]], canvas[: b.shape[0], a.shape[1] + 40 :] = a, b
-    cv2.imwrite(str(folder / "group.png"), canvas)
-    cv2.imwrite(str(folder / "blank.png"), np.full((160, 200, 3), 200, np.uint8))
-    data = Path(portraits["person_b_1"]).read_bytes()
-    (folder / "corrupt.jpg").write_bytes(data[:600] + bytes(range(256)) * 4)  # a JPEG header, then junk
+    for path in mixed_images.values():
+        shutil.copy(path, folder / path.name)
     return folder
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from ..hub.token_scrubbing import scrub_token
 
@@ -78,16 +78,10 @@ def run(args: argparse.Namespace) -> int:
     state = f"created ({visibility})" if result.created else "existing repository, visibility unchanged"
     print(f"uploaded {args.folder} to {resolve_endpoint()} as {args.model_id} ({state}):")
     _print_plan(result.plan, args.model_id)
-    for extra in result.remote_extras:
-        print(f"note: the hub also holds {extra}, which {args.folder} does not have (--sync deletes such files)")
-    if result.problems:
-        print("VERIFICATION FAILED: the hub's copy differs from the manifest:", file=sys.stderr)
-        for problem in result.problems:
-            print(f"  {scrub_token(problem)}", file=sys.stderr)
-        return 1
-    print(f"verified: all {len(result.plan) - 1} manifest files on the hub with the right size; sha256 matched for "
-          f"{result.sha256_checked} (the listing's hashes)")
-    return 0
+    return _report_verification(
+        args.folder, result.remote_extras, result.problems, scrub_token, extras_hint=" (--sync deletes such files)",
+        verified=f"all {len(result.plan) - 1} manifest files on the hub with the right size; sha256 matched for "
+                 f"{result.sha256_checked} (the listing's hashes)")
 
 
 def _run_huggingface(args: argparse.Namespace, plan: list, visibility: str) -> int:
@@ -125,16 +119,24 @@ def _run_huggingface(args: argparse.Namespace, plan: list, visibility: str) -> i
         print(f"uploaded {args.folder} to {hf_endpoint()} (Hugging Face) as {args.model_id} ({state}), "
               f"commit {result.commit}:")
         _print_hf_plan(plan)
-        for extra in result.remote_extras:
-            print(f"note: the hub also holds {extra}, which {args.folder} does not have")
-        if result.problems:
-            print("VERIFICATION FAILED: the hub's copy differs from the manifest:", file=sys.stderr)
-            for problem in result.problems:
-                print(f"  {scrub_token(problem, token)}", file=sys.stderr)
-            return 1
-        print(f"verified: all {len(plan) - 1} manifest files on the hub with the right size; content hash matched "
-              f"for {result.hashes_checked} (sha256 of LFS files, git blob id of the others)")
-        return 0
+        return _report_verification(
+            args.folder, result.remote_extras, result.problems, lambda text: scrub_token(text, token),
+            verified=f"all {len(plan) - 1} manifest files on the hub with the right size; content hash matched for "
+                     f"{result.hashes_checked} (sha256 of LFS files, git blob id of the others)")
+
+
+def _report_verification(folder: str, extras: Sequence[str], problems: Sequence[str], scrub: Callable[[str], str], *,
+                         verified: str, extras_hint: str = "") -> int:
+    """Print what the hub holds beyond the folder, then the verification verdict; the exit status."""
+    for extra in extras:
+        print(f"note: the hub also holds {extra}, which {folder} does not have{extras_hint}")
+    if problems:
+        print("VERIFICATION FAILED: the hub's copy differs from the manifest:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {scrub(problem)}", file=sys.stderr)
+        return 1
+    print(f"verified: {verified}")
+    return 0
 
 
 def _print_hf_plan(plan: list) -> None:

@@ -24,7 +24,7 @@ from ..checkpoints import find_weights_file, load_weights, read_state_dict
 from ..engines.torch_engine import TorchEngine
 from ..errors import ConfigurationError, ImageLoadError
 from ..nets.retinaface import RetinaFace, RetinaFaceConfig
-from ..precision import DEFAULT_PRECISION, check_precision, net_input, prepare_net
+from ..precision import DEFAULT_PRECISION, check_precision, prepare_net
 from .detections import Detections
 from .out_of_memory import run_halving
 from .batched_postprocess import PostprocessSettings, device_prior_boxes, postprocess_batch, postprocess_rows, \
@@ -184,12 +184,6 @@ class FaceDetector:
     @torch.inference_mode()
     def _raw_outputs_nchw(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.engine(batch)  # type: ignore[return-value]
-
-    def _float32(self, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw outputs as float32 (unchanged in fp32), so that decoding always runs in float32."""
-        if self.precision == DEFAULT_PRECISION:
-            return outputs  # type: ignore[return-value]
-        return tuple(o.float() for o in outputs)  # type: ignore[return-value]
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect faces in RGB uint8 HxWx3 images (any sizes); one :class:`Detections` per image, in order.

@@ -14,15 +14,13 @@ huggingface_hub is imported lazily: nothing here is needed by ModelScope-only us
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, HubDownloadError, ModelSourceError
-from .manifest import MANIFEST_FILE, read_manifest, verify_manifest
+from .manifest import MANIFEST_FILE, compare_remote, read_manifest, verify_manifest
 
 HF_SCHEME = "hf://"
 HF_TOKEN_ENV = "HF_TOKEN"
@@ -70,11 +68,6 @@ def hf_endpoint() -> str:
     return constants.ENDPOINT
 
 
-def git_blob_sha1(data: bytes) -> str:
-    """The git object id of a regular (non-LFS) file, as the hub lists it."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
 def remote_listing(repo_id: str, token: str | None, revision: str | None = None) -> dict[str, dict[str, Any]]:
     """``{path: {"size", "sha256" (LFS files, else None), "git_oid"}}`` of the files of ``repo_id`` on the hub."""
     from huggingface_hub import HfApi
@@ -84,32 +77,6 @@ def remote_listing(repo_id: str, token: str | None, revision: str | None = None)
     entries = api.list_repo_tree(repo_id, revision=revision, recursive=True, expand=True)
     return {e.path: {"size": e.size, "sha256": e.lfs.sha256 if e.lfs else None, "git_oid": e.blob_id}
             for e in entries if isinstance(e, RepoFile)}
-
-
-def compare_hf_remote(folder: str | os.PathLike, remote: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
-    """(problems, files whose content hash was checked): every manifest file on the hub with the manifest's size,
-    and the manifest's sha256 (LFS files: the listing's sha256; regular files: the git blob id of the local file,
-    whose sha256 the manifest has just vouched for)."""
-    folder = Path(folder)
-    files = read_manifest(folder) or {}
-    problems, hashed = [], 0
-    for rel, entry in sorted(files.items()):
-        there = remote.get(rel)
-        if there is None:
-            problems.append(f"{rel}: missing on the hub")
-        elif there["size"] != entry["size"]:
-            problems.append(f"{rel}: {there['size']} bytes on the hub, {entry['size']} in the manifest")
-        elif there.get("sha256"):
-            hashed += 1
-            if there["sha256"] != entry["sha256"]:
-                problems.append(f"{rel}: sha256 {there['sha256']} on the hub, {entry['sha256']} in the manifest")
-        elif there.get("git_oid"):
-            hashed += 1
-            if there["git_oid"] != git_blob_sha1((folder / rel).read_bytes()):
-                problems.append(f"{rel}: the hub's git blob {there['git_oid']} is not the manifest's content")
-    if MANIFEST_FILE not in remote:
-        problems.append(f"{MANIFEST_FILE}: missing on the hub")
-    return problems, hashed
 
 
 @dataclass(frozen=True)
@@ -146,7 +113,7 @@ def publish_to_hf(folder: str | os.PathLike, repo_id: str, *, private: bool = Fa
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message or
                              "facemask publish", ignore_patterns=[".*", "**/.*"])
     remote = remote_listing(repo_id, token)
-    problems, hashed = compare_hf_remote(folder, remote)
+    problems, hashed = compare_remote(folder, remote)
     local = set((read_manifest(folder) or {})) | {MANIFEST_FILE}
     extras = sorted(p for p in set(remote) - local if not p.split("/")[-1].startswith("."))
     return HfPublishResult(str(url), getattr(info, "oid", None), problems, hashed, extras, created)

@@ -10,6 +10,7 @@ kind of folder a command may replace (``--force``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -206,3 +207,35 @@ def verify_manifest(model_dir: str | os.PathLike, within: Iterable[str | os.Path
             raise CheckpointError(f"{str(path)!r} is corrupted: sha256 {digest}, {MANIFEST_FILE} says "
                                   f"{expected['sha256']}; {hint}")
     return len(chosen)
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """The git object id of a regular (non-LFS) file, as a hub's listing gives it."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def compare_remote(folder: str | os.PathLike, remote: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
+    """(problems, files whose content hash was checked): every manifest file must be in a hub's listing
+    ``{path: {"size", "sha256" (or None), "git_oid" (optional)}}`` with the manifest's size and content: the listed
+    sha256 where there is one (ModelScope, LFS files on Hugging Face), else the listed git blob id, recomputed from the
+    local file whose sha256 the manifest vouches for (regular files on Hugging Face)."""
+    folder = Path(folder)
+    files = read_manifest(folder) or {}
+    problems, hashed = [], 0
+    for rel, entry in sorted(files.items()):
+        there = remote.get(rel)
+        if there is None:
+            problems.append(f"{rel}: missing on the hub")
+        elif there["size"] != entry["size"]:
+            problems.append(f"{rel}: {there['size']} bytes on the hub, {entry['size']} in the manifest")
+        elif there.get("sha256"):
+            hashed += 1
+            if there["sha256"] != entry["sha256"]:
+                problems.append(f"{rel}: sha256 {there['sha256']} on the hub, {entry['sha256']} in the manifest")
+        elif there.get("git_oid"):
+            hashed += 1
+            if there["git_oid"] != git_blob_sha1((folder / rel).read_bytes()):
+                problems.append(f"{rel}: the hub's git blob {there['git_oid']} is not the manifest's content")
+    if MANIFEST_FILE not in remote:
+        problems.append(f"{MANIFEST_FILE}: missing on the hub")
+    return problems, hashed

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FaceMaskError
-from .manifest import MANIFEST_FILE, listed_files, read_manifest, verify_manifest
+from .manifest import MANIFEST_FILE, compare_remote, listed_files, read_manifest, verify_manifest
 from .token_scrubbing import TOKEN_ENV  # noqa: F401  (re-exported: the CLI names it)
 
 TOKEN_HELP = ("set MODELSCOPE_API_TOKEN to an access token of the owning account "
@@ -95,25 +95,6 @@ def remote_files(model_id: str, token: str) -> dict[str, dict[str, Any]]:
 
     listing = HubApi(token=token).list_repo_files(model_id, "model", recursive=True)
     return {f.path: {"size": f.size, "sha256": f.sha256} for f in listing if not f.is_dir}
-
-
-def compare_remote(folder: str | os.PathLike, remote: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
-    """(problems, files whose sha256 was checked): every manifest file must be on the hub, same size and sha256."""
-    files = read_manifest(folder) or {}
-    problems, hashed = [], 0
-    for rel, entry in sorted(files.items()):
-        there = remote.get(rel)
-        if there is None:
-            problems.append(f"{rel}: missing on the hub")
-        elif there["size"] != entry["size"]:
-            problems.append(f"{rel}: {there['size']} bytes on the hub, {entry['size']} in the manifest")
-        elif there.get("sha256"):
-            hashed += 1
-            if there["sha256"] != entry["sha256"]:
-                problems.append(f"{rel}: sha256 {there['sha256']} on the hub, {entry['sha256']} in the manifest")
-    if MANIFEST_FILE not in remote:
-        problems.append(f"{MANIFEST_FILE}: missing on the hub")
-    return problems, hashed
 
 
 def publish_folder(folder: str | os.PathLike, model_id: str, *, private: bool = False, sync: bool = False,

@@ -48,10 +48,12 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import PurePosixPath
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from .loopback_server import LoopbackServer
 
 MAIN = "main"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -124,8 +126,10 @@ def _lfs_pointer(oid: str, size: int) -> bytes:
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n".encode()
 
 
-class HfHubEmulator:
+class HfHubEmulator(LoopbackServer):
     """The emulator; use as a context manager, or :meth:`start` / :meth:`stop`."""
+
+    thread_name = "hf-hub-emulator"
 
     def __init__(self, *, token: str | None = None, user: str = "facemask-test") -> None:
         self.token, self.user = token, user
@@ -135,15 +139,8 @@ class HfHubEmulator:
         self.tampered: dict[tuple[str, str], bytes] = {}
         self.faults: list[tuple[str | None, re.Pattern[str], int, bool]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- life cycle -------------------------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "emulator not started"
-        return self._server.server_address[1]
-
     @property
     def endpoint(self) -> str:
         """``http://127.0.0.1:PORT``: the value for ``HF_ENDPOINT``."""
@@ -153,27 +150,6 @@ class HfHubEmulator:
     def cdn(self) -> str:
         """The "CDN" LFS downloads are redirected to: the same server under another host name."""
         return f"http://localhost:{self.port}"
-
-    def start(self) -> "HfHubEmulator":
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.emulator = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="hf-hub-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> "HfHubEmulator":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- faults ----------------------------------------------------------------------------------------------
     def tamper_file(self, repo_id: str, path: str, data: bytes) -> None:
@@ -541,3 +517,6 @@ def patch_hf_constants(monkeypatch: Any, env: dict[str, str]) -> None:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", env["HF_HUB_CACHE"])
     monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", int(env["HF_HUB_ETAG_TIMEOUT"]))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", env.get("HF_HUB_OFFLINE") == "1")
+
+
+HfHubEmulator.handler_class = _Handler

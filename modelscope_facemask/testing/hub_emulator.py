@@ -56,12 +56,13 @@ import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..assets import sha256_file
+from .loopback_server import LoopbackServer
 
 DEFAULT_REVISION = "master"
 #: what the China site answers when a repository name is taken (mapped to AlreadyExistsError by the client)
@@ -127,8 +128,10 @@ def _repo_file_path(value: str) -> str:
     return "/".join(parts)
 
 
-class HubEmulator:
+class HubEmulator(LoopbackServer):
     """Loopback ModelScope hub; use as a context manager (``with HubEmulator() as hub: hub.endpoint``)."""
+
+    thread_name = "hub-emulator"
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, token: str | None = None,
                  username: str = "facemask-tester") -> None:
@@ -143,46 +146,18 @@ class HubEmulator:
         self._write_lock = threading.Lock()
         self._meta: dict[str, dict[str, Any]] = {}
         self._faults: list[HubFault] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def endpoint(self) -> str:
         """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        if self._server is None:
-            raise RuntimeError("HubEmulator is not running; use it as a context manager or call start()")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "HubEmulator":
-        """Bind a free loopback port and serve in a daemon thread."""
-        if self._server is not None:
-            return self
-        handler = type("_BoundHandler", (_Handler,), {"hub": self})
-        self._server = _QuietServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="hub-emulator", daemon=True)
-        self._thread.start()
-        return self
+        return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         """Shut the server down; a temporary root is deleted."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        super().stop()
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> "HubEmulator":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ faults
     def fail_requests(self, pattern: str, *, status: int = 500, method: str | None = None,
@@ -376,23 +351,17 @@ class HubEmulator:
             self.requests.append(HubRequest(method, path, query))
 
 
-class _QuietServer(ThreadingHTTPServer):
-    """A client hanging up (ModelScope abandoning a download it rejected) is not an emulator failure."""
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
 class _Handler(BaseHTTPRequestHandler):
-    hub: HubEmulator
+    server: Any
     protocol_version = "HTTP/1.1"
     server_version = "ModelScopeHubEmulator/1.0"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
+
+    @property
+    def hub(self) -> HubEmulator:
+        return self.server.emulator
 
     # ------------------------------------------------------------------ plumbing
     def _read_body(self) -> bytes:
@@ -624,3 +593,6 @@ def reset_hub_config() -> None:
     from modelscope_hub import set_default_config
 
     set_default_config(None)
+
+
+HubEmulator.handler_class = _Handler

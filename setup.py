@@ -39,6 +39,8 @@ setup(
         "openvino": ["openvino>=2024.0"],
         "gallery": ["faiss-cpu>=1.8", "pyarrow>=14"],
         "ray": ["ray[data]>=2.9", "pyarrow>=14"],
+        # the Hugging Face Hub (publish --hub huggingface, hf:// models); ModelScope usually brings it via datasets
+        "huggingface": ["huggingface-hub>=0.23"],
         "test": [
             "pytest>=7",
             # independent references: scikit-image (similarity transform, built-in alignment),
@@ -55,6 +57,7 @@ setup(
             "faiss-cpu>=1.8",
             "pyarrow>=14",
             "ray[data]>=2.9",
+            "huggingface-hub>=0.23",
         ],
     },
     entry_points={"console_scripts": ["facemask=modelscope_facemask.cli:main"]},

@@ -5,21 +5,35 @@ Accepted: a plain state dict, keys prefixed ``module.`` (DataParallel), a ``{"st
 lists missing and unexpected keys and shape mismatches (the reference detector loads with ``strict=False`` and
 silently accepts a wrong file; we never do). Weights holding NaN or Inf are refused, naming the tensors: such a
 network returns NaN embeddings for every face.
+
+Loading makes no second copy of the weights: zip-format torch files (everything ``torch.save`` writes since
+PyTorch 1.6) are memory-mapped (``torch.load(mmap=True)``) and safetensors files are mapped by safetensors itself;
+:func:`build_and_load` builds the network on the ``meta`` device (no memory, no random initialisation) and assigns
+the file's tensors as its weights (``load_state_dict(assign=True)``). The mapping is private (``MAP_PRIVATE``): a
+write into a loaded tensor copies that page and never reaches the file. Legacy (pre-1.6, non-zip) torch files
+cannot be mapped and are read into memory as before. A mapped file must be replaced (write a new file, rename it into
+place: :func:`save_state_dict`, ``facemask pack`` and hub downloads do), never rewritten in place while a process
+uses it (that process would see the new bytes, or crash on a shortened file).
 """
 from __future__ import annotations
 
+import itertools
+import mmap
 import os
+import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 import torch
 from torch import nn
 
+from .atomic_files import writing_file
 from .errors import CheckpointError
 
 TORCH_WEIGHTS = "pytorch_model.pt"
 SAFETENSORS_WEIGHTS = "model.safetensors"
 _MAX_LISTED = 8
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def find_weights_file(model_dir: str | os.PathLike) -> Path:
@@ -46,8 +60,12 @@ def normalise_state_dict(state: Mapping[str, object], *, source: str = "checkpoi
     return out
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` or torch weights file (``weights_only=True``) into a normalised CPU state dict."""
+def read_state_dict(path: str | os.PathLike, *, mmap_file: bool = True) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` or torch weights file (``weights_only=True``) into a normalised CPU state dict.
+
+    With ``mmap_file`` (default) a zip-format torch file is memory-mapped privately instead of read: its tensors
+    share the pages of the file (no copy; writes into them stay in this process). Legacy torch files are read.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {str(path)!r} does not exist")
@@ -55,7 +73,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path), device="cpu")
+            state = load_file(str(path), device="cpu")  # memory-mapped by safetensors
+        elif mmap_file and zipfile.is_zipfile(path):
+            with torch.serialization.set_default_mmap_options(mmap.MAP_PRIVATE):  # never write back to the file
+                state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, truncated files, foreign formats
@@ -96,17 +117,32 @@ def check_finite(state: Mapping[str, torch.Tensor], *, source: str = "checkpoint
         )
 
 
+def build_and_load(build: Callable[[], ModuleT], state: Mapping[str, torch.Tensor], *,
+                   source: str = "checkpoint") -> ModuleT:
+    """``build()`` run on the ``meta`` device (no memory, no random initialisation), then ``state`` loaded into it
+    strictly by :func:`load_weights`, its tensors becoming the module's weights: no second copy of the weights
+    exists (with :func:`read_state_dict`'s mapped files, not even a first one in anonymous memory)."""
+    with torch.device("meta"):
+        module = build()
+    return load_weights(module, state, source=source)
+
+
 def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> nn.Module:
     """Load ``state`` into ``module`` strictly; raise :class:`CheckpointError` describing every mismatch, or naming
     the tensors that hold NaN or Inf.
 
-    The one exception: BatchNorm ``num_batches_tracked`` counters may be absent (old checkpoints; unused here).
+    A module built on the ``meta`` device (:func:`build_and_load`) takes ``state``'s tensors themselves
+    (``load_state_dict(assign=True)``; a tensor of another dtype than the network's is converted); any other module
+    gets a copy of them. The one exception to strictness: BatchNorm ``num_batches_tracked`` counters may be absent
+    (old checkpoints; unused here).
     """
     state = normalise_state_dict(state, source=source)
     expected = module.state_dict()
+    assign = any(t.is_meta for t in itertools.chain(module.parameters(), module.buffers()))
     # BatchNorm's step counter is unused at inference and absent from checkpoints saved before PyTorch 0.4.1:
     # the only key allowed to be missing (it keeps the network's own value, 0)
-    state.update({k: v for k, v in expected.items() if k.endswith(".num_batches_tracked") and k not in state})
+    state.update({k: torch.zeros_like(v, device="cpu") if v.is_meta else v for k, v in expected.items()
+                  if k.endswith(".num_batches_tracked") and k not in state})
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
@@ -127,22 +163,35 @@ def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], *, source
             "check that the file belongs to this model and configuration"
         )
     check_finite(state, source=source)
-    module.load_state_dict(state, strict=True)
+    if not assign:
+        module.load_state_dict(state, strict=True)
+        return module
+    # assigned tensors keep their own dtype: give them the network's (a file saved in fp16, say, becomes fp32)
+    state = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype) for k, v in state.items()}
+    module.load_state_dict(state, strict=True, assign=True)
+    left = [name for name, t in itertools.chain(module.named_parameters(), module.named_buffers()) if t.is_meta]
+    if left:  # a tensor the state dict does not hold (a non-persistent buffer): the network cannot run
+        raise CheckpointError(f"{source}: {type(module).__name__} built on the meta device still has no values for "
+                              f"{_listed(left)}; build it on the CPU and load_weights into it instead")
     return module
 
 
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
-    """Write a state dict as ``.safetensors`` or a torch file (by suffix), contiguous CPU tensors."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    """Write a state dict as ``.safetensors`` or a torch file (by suffix), contiguous CPU tensors.
 
-        save_file(tensors, str(path))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(path, 0o666 & ~umask)  # safetensors creates the file 0600 whatever the umask
-    else:
-        torch.save(tensors, str(path))
+    The file is written next to ``path`` and renamed into place, never rewritten in place: a process that has
+    ``path`` memory-mapped (every loaded model does) keeps the old file's contents.
+    """
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    with writing_file(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(tmp))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file 0600 whatever the umask
+        else:
+            torch.save(tensors, str(tmp))
     return path

@@ -15,10 +15,9 @@ import pytest
 from modelscope_facemask import FaceMaskPipeline
 from modelscope_facemask.checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS
 from modelscope_facemask.cli import main
-from modelscope_facemask.errors import CheckpointError, HubDownloadError, ModelSourceError
+from modelscope_facemask.errors import CheckpointError, HubDownloadError, MissingExtraError, ModelSourceError
 from modelscope_facemask.hub.huggingface import parse_hf_reference, remote_listing
-from modelscope_facemask.hub.manifest import compare_remote
-from modelscope_facemask.hub.manifest import MANIFEST_FILE, read_manifest
+from modelscope_facemask.hub.manifest import MANIFEST_FILE, compare_remote, read_manifest
 from modelscope_facemask.hub.model_folders import hf_model_dir
 from modelscope_facemask.testing.hf_hub_emulator import (HfHubEmulator, hf_environment, patch_hf_constants,
                                                          validate_card_metadata)
@@ -261,3 +260,13 @@ def test_emulator_validates_card_metadata():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert validate_card_metadata("# no front matter\n") == []
+
+
+def test_missing_huggingface_hub_names_the_extra(portraits, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # "import huggingface_hub" fails as if not installed
+    with pytest.raises(MissingExtraError, match=r"huggingface_hub is not installed .*\[huggingface\]"):
+        hf_model_dir("hf://owner/name")
+    assert main(["embed", str(portraits["person_a_1"]), "--model", "hf://owner/name", "--device", "cpu"]) == 2
+    assert "pip install 'modelscope-facemask[huggingface]'" in capsys.readouterr().err

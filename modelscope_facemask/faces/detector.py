@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..checkpoints import find_weights_file, load_weights, read_state_dict
+from ..checkpoints import build_and_load, find_weights_file, read_state_dict
 from ..engines.torch_engine import TorchEngine
 from ..errors import ConfigurationError, ImageLoadError
 from ..nets.retinaface import RetinaFace, RetinaFaceConfig
@@ -168,9 +168,9 @@ class FaceDetector:
             ) from None
         if not isinstance(models, dict):
             raise ConfigurationError(f"{str(config_path)!r}: 'models' must be a JSON object, got {type(models).__name__}")
-        net = RetinaFace(RetinaFaceConfig.from_dict(models))
+        config = RetinaFaceConfig.from_dict(models)
         weights = find_weights_file(model_dir)
-        load_weights(net, read_state_dict(weights), source=str(weights))
+        net = build_and_load(lambda: RetinaFace(config), read_state_dict(weights), source=str(weights))
         detector = cls(net, device=device, settings=settings, precision=precision)
         detector.weights_file = weights
         return detector

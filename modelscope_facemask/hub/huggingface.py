@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CheckpointError, HubDownloadError, ModelSourceError
+from ..extras import require
 from .manifest import MANIFEST_FILE, compare_remote, read_manifest, verify_manifest
 
 HF_SCHEME = "hf://"
@@ -53,8 +54,14 @@ def parse_hf_reference(text: str) -> HfReference:
     return HfReference(match["repo"], match["revision"])
 
 
+def _require_hub() -> None:
+    """huggingface_hub must be importable (ModelScope installs it through ``datasets``; else the extra does)."""
+    require("huggingface_hub", "huggingface", "the Hugging Face Hub")
+
+
 def hf_token() -> str | None:
     """The token huggingface_hub would use: ``HF_TOKEN``, else the stored login (None when neither)."""
+    _require_hub()
     from huggingface_hub import get_token
 
     token = get_token()
@@ -63,6 +70,7 @@ def hf_token() -> str | None:
 
 def hf_endpoint() -> str:
     """The Hugging Face endpoint in use (``HF_ENDPOINT``, default https://huggingface.co)."""
+    _require_hub()
     from huggingface_hub import constants
 
     return constants.ENDPOINT
@@ -127,12 +135,9 @@ def hf_snapshot(reference: str, *, what: str = "model") -> str:
     raises :class:`CheckpointError` naming it. Download failures raise :class:`HubDownloadError`.
     """
     ref = parse_hf_reference(reference)
-    try:
-        from huggingface_hub import constants, snapshot_download
-        from huggingface_hub.errors import (LocalEntryNotFoundError, RepositoryNotFoundError,
-                                            RevisionNotFoundError)
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise ModelSourceError("huggingface_hub is not installed: pip install huggingface-hub") from None
+    _require_hub()
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
     endpoint = constants.ENDPOINT
     try:
         folder = snapshot_download(ref.repo_id, revision=ref.revision, token=hf_token() or False)

@@ -10,7 +10,7 @@ from modelscope.models.base import TorchModel
 from modelscope.models.builder import MODELS
 from modelscope.utils.constant import Tasks
 
-from ..checkpoints import find_weights_file, load_weights, read_state_dict
+from ..checkpoints import build_and_load, find_weights_file, read_state_dict
 from ..configuration import CONFIGURATION_FILE, facemask_settings, read_configuration
 from ..devices import check_device_type, resolve_device
 from ..engines import check_engine, check_engine_setup
@@ -46,7 +46,8 @@ class FaceMaskModel(TorchModel):
         self.engine = engine or settings.engine
         weights = find_weights_file(model_dir)
         verify_manifest(model_dir, [os.path.join(model_dir, CONFIGURATION_FILE), weights])  # packed repositories
-        net = load_weights(IResNet(settings.units), read_state_dict(weights), source=str(weights))
+        # built on the meta device, the (memory-mapped) file's tensors become its weights: no second copy
+        net = build_and_load(lambda: IResNet(settings.units), read_state_dict(weights), source=str(weights))
         self.device_used = resolve_device(device)
         self.recognizer = FaceRecognizer(net, device=self.device_used, batch_size=batch_size, precision=self.precision,
                                          engine=self.engine, weights_file=str(weights), engine_dir=engine_dir)

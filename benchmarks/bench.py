@@ -15,6 +15,7 @@ the portraits (square around the head, resized, JPEG quality 95).
 Modes (``--modes``, comma-separated; default: all that apply to the device):
   fp32-torch, fp32-onnxruntime, fp32-openvino  exact mode end to end on each engine
   det640                                         det_max_side=640 (torch, fp32)
+  det640-onnxruntime, det640-openvino            det_max_side=640 on that engine (CPU)
   fp16, bf16                                     end to end in half precision (GPU; bf16 on CPU only if asked)
   recognizer                                     recognizer-only batches: reference (batch 1) vs ours, each precision
 The reference runs once per input set; every mode reports images/s, faces/s, batch-1 latency p50/p95, peak RSS
@@ -538,11 +539,11 @@ def measure_load(model: Path, threads: int, repeats: int = 2) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- the run
 def default_modes(device: torch.device) -> list[str]:
-    """CPU: fp32 on each engine, det640, recognizer; CUDA: fp32 (torch), fp16, bf16, det640, recognizer (the
-    onnxruntime and OpenVINO engines are CPU engines)."""
+    """CPU: fp32 on each engine, det640 (torch and OpenVINO), recognizer; CUDA: fp32 (torch), fp16, bf16, det640,
+    recognizer (the onnxruntime and OpenVINO engines are CPU engines)."""
     if device.type == "cuda":
         return ["fp32-torch", "fp16", "bf16", "det640", "recognizer"]
-    return [f"fp32-{engine}" for engine in ENGINES] + ["det640", "recognizer"]
+    return [f"fp32-{engine}" for engine in ENGINES] + ["det640", "det640-openvino", "recognizer"]
 
 
 def mode_options(mode: str) -> tuple[dict[str, Any], str]:
@@ -552,6 +553,9 @@ def mode_options(mode: str) -> tuple[dict[str, Any], str]:
         return ({} if engine == "torch" else {"engine": engine}), "fp32"
     if mode == "det640":
         return {"det_max_side": 640}, "fp32"
+    if mode.startswith("det640-") and mode.split("-", 1)[1] in ENGINES:
+        engine = mode.split("-", 1)[1]
+        return {"det_max_side": 640, **({} if engine == "torch" else {"engine": engine})}, "fp32"
     if mode in ("fp16", "bf16"):
         return {"precision": mode}, mode
     raise ValueError(f"unknown mode {mode!r}; known: {', '.join(default_modes(torch.device('cuda')))}")
@@ -590,7 +594,11 @@ def run(args: argparse.Namespace, checkpoint: Callable[[dict[str, Any]], None] =
                   "latency: single-image calls, all stages, wall clock (GPU synchronised)",
                   "peak RSS is process-wide (both flows' models are resident)",
                   "FLOPs counted with torch.utils.flop_counter.FlopCounterMode on our torch pipeline; other "
-                  "engines are credited the same FLOPs"],
+                  "engines are credited the same FLOPs",
+                  "fidelity: the synthetic R50 detector's detections are meaningless (box regressions exponentiate "
+                  "noise, so boxes reach 1e20 px and the 'largest face' is chosen among near-ties); the exported "
+                  "engines' raw detector outputs differ from torch's by about 1e-3 relative, which can flip that "
+                  "choice on the photos set. Engine parity on a real detector is tested in tests/test_engines.py"],
         "modes": {}, "skipped": {},
     }
     started = time.monotonic()
@@ -657,7 +665,7 @@ def run(args: argparse.Namespace, checkpoint: Callable[[dict[str, Any]], None] =
                     n = ref_set["images"]
                     ours.update(fidelity(ours.pop("_outputs")[:n], ref_set["_outputs"]))
                     ours["speedup_vs_reference"] = ours["images_per_s"] / ref_set["images_per_s"]
-                    key = "det640" if mode == "det640" else "full"
+                    key = "det640" if mode.startswith("det640") else "full"
                     flop_per_image = flops_for(key, base if key == "full" else pipe, paths)
                     peak, origin = peak_for(device, precision, peaks)
                     achieved = flop_per_image * ours["images_per_s"]
@@ -763,7 +771,8 @@ def targets(report: dict[str, Any], device: torch.device) -> dict[str, Any]:
     exact = [m for m in modes if m.startswith("fp32-")]
     measured: dict[str, tuple[Any, str | None]] = {
         "cpu_exact_speedup": _best(set_values(exact, "photos", "speedup_vs_reference"), True),
-        "cpu_det640_speedup": _best(set_values(["det640"], "photos", "speedup_vs_reference"), True),
+        "cpu_det640_speedup": _best(set_values([m for m in modes if m.startswith("det640")], "photos",
+                                               "speedup_vs_reference"), True),
         "gpu_jpeg640_images_per_s": _best(set_values(list(modes), "jpeg640", "images_per_s"), True),
         "gpu_batch1_latency_ms": _best(set_values(list(modes), "jpeg640", "latency_ms_p50"), False),
         "load_seconds": (report["load"]["model"]["seconds"], "load.model"),
@@ -805,7 +814,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--smoke", action="store_true", help="tiny nets, 2 images, 1 repeat (seconds; for CI)")
     parser.add_argument("--modes", help="comma-separated subset of: fp32-torch, fp32-onnxruntime, fp32-openvino, "
-                                        "det640, fp16, bf16, recognizer")
+                                        "det640, det640-onnxruntime, det640-openvino, fp16, bf16, recognizer")
     parser.add_argument("--max-seconds", type=float, help="time budget; modes that do not fit are recorded as skipped")
     parser.add_argument("--repeats", type=int, help="timed passes per mode (default 2 on CPU, 3 on GPU)")
     parser.add_argument("--jpeg640", type=int, help="number of 640x640 JPEGs (default 8 on CPU, 512 on GPU)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
@@ -193,5 +194,10 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) 
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file 0600 whatever the umask
         else:
-            torch.save(tensors, str(tmp))
+            # torch names the archive's inner folder after the file's stem: save under the final name in a temporary
+            # folder, so the bytes (and sha256) equal those of a direct torch.save(path)
+            with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
+                inner = Path(folder) / path.name
+                torch.save(tensors, str(inner))
+                os.replace(inner, tmp)
     return path

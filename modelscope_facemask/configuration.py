@@ -4,7 +4,8 @@ Two shapes are accepted: the official hub card (often only ``framework``, ``task
 project's card, which may add ``model`` (``type: facemask``, optional ``backbone.units``, optional ``precision``:
 ``fp32`` (default), ``fp16`` or ``bf16``, for the recognizer and the detector alike; optional ``engine``: ``torch``
 (default), ``onnxruntime`` or ``openvino``, for both networks too) and ``preprocessor``
-(``detector``: a hub id or a folder inside the model repo; ``max_faces``; ``use_det``).
+(``detector``: a hub id or a folder inside the model repo; ``max_faces``; ``use_det``; ``det_max_side``; opt-in
+``pad_batches`` (true/false) and ``batched_postprocess`` (true/false/null = on CUDA only)).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .faces.choose import validate_max_faces
-from .faces.detector import check_det_max_side
+from .faces.detector import check_batched_postprocess, check_det_max_side
 from .hub.model_folders import is_hub_id, local_model_dir
 from .nets.iresnet import DEPTH_UNITS
 from .engines import DEFAULT_ENGINE, ENGINES
@@ -42,6 +43,8 @@ class FaceMaskSettings:
     precision: str = DEFAULT_PRECISION
     det_max_side: int | None = None
     engine: str = DEFAULT_ENGINE
+    pad_batches: bool = False
+    batched_postprocess: bool | None = None
 
 
 def read_configuration(model_dir: str | os.PathLike) -> dict[str, Any]:
@@ -160,6 +163,16 @@ def facemask_settings(config: dict[str, Any]) -> FaceMaskSettings:
     except ConfigurationError:
         raise ConfigurationError("preprocessor.det_max_side must be an integer >= 32 (px) or null (the reference's "
                                  f"1500/1000 rule), got {_excerpt(pre.get('det_max_side'))}") from None
+    pad_batches = pre.get("pad_batches", False)
+    if not isinstance(pad_batches, bool):
+        raise ConfigurationError("preprocessor.pad_batches must be true or false (opt-in: images of different sizes "
+                                 f"detected together, padded), got {_excerpt(pad_batches)}")
+    try:
+        batched_postprocess = check_batched_postprocess(pre.get("batched_postprocess"),
+                                                        where="preprocessor.batched_postprocess")
+    except ConfigurationError:
+        raise ConfigurationError("preprocessor.batched_postprocess must be true, false or null (auto: on CUDA only), "
+                                 f"got {_excerpt(pre.get('batched_postprocess'))}") from None
     return FaceMaskSettings(
         detector=detector,
         units=tuple(units),  # type: ignore[arg-type]
@@ -169,6 +182,8 @@ def facemask_settings(config: dict[str, Any]) -> FaceMaskSettings:
         precision=precision,
         det_max_side=det_max_side,
         engine=engine,
+        pad_batches=pad_batches,
+        batched_postprocess=batched_postprocess,
     )
 
 

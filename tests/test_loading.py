@@ -168,3 +168,15 @@ def test_meta_build_keeps_the_strict_checks(small_recognizer_state):
     bad["fc.bias"][0] = float("nan")
     with pytest.raises(CheckpointError, match=r"non-finite weights .* fc\.bias \(1 of"):
         build_and_load(lambda: IResNet(SMALL_UNITS), bad, source="w.pt")
+
+
+def test_atomic_torch_save_writes_the_bytes_of_a_direct_save(tmp_path):
+    """torch names a file's inner archive folder after its stem; the atomic write must not change the bytes (the
+    committed regression reference records the weights' sha256)."""
+    state = {"a.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.ones(2)}
+    direct = tmp_path / "direct" / TORCH_WEIGHTS
+    direct.parent.mkdir()
+    torch.save(state, str(direct))
+    atomic = save_state_dict(state, tmp_path / "atomic" / TORCH_WEIGHTS)
+    assert atomic.read_bytes() == direct.read_bytes()
+    assert sorted(p.name for p in atomic.parent.iterdir()) == [TORCH_WEIGHTS]  # no temporary left

@@ -19,8 +19,8 @@ class UsageError(Exception):
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--detector``, ``--device``, ``--precision``, ``--det-max-side``, ``--engine`` and
-    ``--engine-dir``."""
+    """``--model``, ``--detector``, ``--device``, ``--precision``, ``--det-max-side``, ``--pad-batches``,
+    ``--batched-postprocess``, ``--engine`` and ``--engine-dir``."""
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"ModelScope hub id (owner/name), hf://OWNER/NAME[@REVISION] (Hugging Face Hub) or local "
                              f"model folder (default: {DEFAULT_MODEL})")
@@ -37,12 +37,31 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="opt-in: detect on a copy whose longer side is at most N px (e.g. 640; faster), results "
                              "in original pixels (default: the model's configuration.json, else the reference's rule: "
                              "images over 1500 px resized to 1000 px)")
+    parser.add_argument("--pad-batches", default=None, action="store_true",
+                        help="opt-in: detect images of different sizes together in padded batches (default: the "
+                             "model's configuration.json preprocessor.pad_batches, else off: only equal sizes share "
+                             "a batch)")
+    parser.add_argument("--batched-postprocess", default=None, choices=("auto", "on", "off"),
+                        help="post-process detections batched in torch on the device: auto (default, or the model's "
+                             "configuration.json: on CUDA only), on or off (image by image in numpy)")
     parser.add_argument("--engine", default=None, choices=("torch", "onnxruntime", "openvino"),
                         help="what runs the networks: torch (default, or the model's configuration.json "
                              "model.engine), onnxruntime or openvino (CPU, fp32; graphs from --engine-dir, else "
                              "exported on first use into the cache)")
     parser.add_argument("--engine-dir", default=None, metavar="DIR",
                         help="a folder written by `facemask export` for --engine onnxruntime/openvino")
+
+
+def detection_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``pad_batches``/``batched_postprocess`` keywords from ``--pad-batches``/``--batched-postprocess`` (only those
+    given: the others keep the model's configuration)."""
+    options: dict[str, Any] = {}
+    if getattr(args, "pad_batches", None):
+        options["pad_batches"] = True
+    choice = getattr(args, "batched_postprocess", None)
+    if choice is not None:
+        options["batched_postprocess"] = {"auto": None, "on": True, "off": False}[choice]
+    return options
 
 
 def is_url(text: str) -> bool:
@@ -108,7 +127,7 @@ def open_pipeline(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any:
     return FaceMaskPipeline(model_dir, device=args.device, detector_model=resolve_detector(args, model_dir),
                             precision=getattr(args, "precision", None),
                             det_max_side=getattr(args, "det_max_side", None), engine=getattr(args, "engine", None),
-                            engine_dir=getattr(args, "engine_dir", None), **kwargs)
+                            engine_dir=getattr(args, "engine_dir", None), **detection_options(args), **kwargs)
 
 
 def untrained_warning(pipeline: Any) -> None:
@@ -129,7 +148,7 @@ def open_preprocessor(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any
     return FaceMaskPreprocessor(model_dir, detector=resolve_detector(args, model_dir), device=args.device,
                                 precision=getattr(args, "precision", None),
                                 det_max_side=getattr(args, "det_max_side", None), engine=getattr(args, "engine", None),
-                                engine_dir=getattr(args, "engine_dir", None), **kwargs)
+                                engine_dir=getattr(args, "engine_dir", None), **detection_options(args), **kwargs)
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:

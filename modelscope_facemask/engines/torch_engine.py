@@ -37,8 +37,16 @@ class TorchEngine:
     @torch.inference_mode()
     def __call__(self, batch: Any) -> tuple[torch.Tensor, ...]:
         net = self.net
-        tensor = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
-        outputs = net(net_input(tensor, next(net.parameters()).device, self.precision))
+        device = next(net.parameters()).device
+        if isinstance(batch, np.ndarray):
+            tensor = torch.from_numpy(batch)
+        else:
+            tensor = batch
+            if device.type == "cuda" and tensor.device.type == "cpu" and tensor.is_pinned():
+                # a tensor allocated pinned by torch (the caching host allocator keeps it until the copy is done):
+                # the copy overlaps with host work; the network runs after it on the same stream
+                tensor = tensor.to(device, non_blocking=True)
+        outputs = net(net_input(tensor, device, self.precision))
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         if self.precision == DEFAULT_PRECISION:
             return outputs

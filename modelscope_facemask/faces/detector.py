@@ -65,6 +65,22 @@ def check_det_max_side(value: object, *, where: str = "det_max_side") -> int | N
     return int(value)
 
 
+def check_pad_batches(value: object, *, where: str = "pad_batches") -> bool | None:
+    """``None`` (as configured) or a real boolean; strings such as ``'false'`` and numbers are refused."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise ConfigurationError(f"{where} must be True or False (opt-in: batch images of different sizes together, "
+                             f"padded), got {value!r} ({type(value).__name__})")
+
+
+def check_batched_postprocess(value: object, *, where: str = "batched_postprocess") -> bool | None:
+    """``None`` (auto: batched on CUDA devices only), True or False; anything else is refused."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise ConfigurationError(f"{where} must be True (post-process each batch in torch on the device), False (image "
+                             f"by image in numpy) or None (auto: on CUDA only), got {value!r} ({type(value).__name__})")
+
+
 def resize_factor(height: int, width: int, settings: DetectionSettings) -> float:
     """The resize factor ``ss``: the reference's 1000 / longer side when that exceeds 1500 px, else 1; with
     ``settings.det_max_side`` = N instead N / longer side when that exceeds N px, else 1."""

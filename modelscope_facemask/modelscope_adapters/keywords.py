@@ -18,13 +18,13 @@ from ..devices import check_device_type
 from ..engines import check_engine
 from ..errors import ConfigurationError, UnknownOptionError
 from ..faces.choose import validate_max_faces
-from ..faces.detector import check_det_max_side
+from ..faces.detector import check_batched_postprocess, check_det_max_side, check_pad_batches
 from ..faces.recognizer import positive_batch_size
 from ..precision import check_precision
 
 #: options of ``pipeline(...)`` / ``FaceMaskPipeline(...)`` (besides ``model`` and ``preprocessor``)
 PIPELINE_OPTIONS = ("device", "use_det", "max_faces", "detector_model", "batch_size", "precision",
-                   "det_max_side", "engine", "engine_dir")
+                   "det_max_side", "engine", "engine_dir", "pad_batches", "batched_postprocess")
 #: options accepted per call, ``p(img, **options)``
 CALL_OPTIONS = ("use_det", "max_faces", "batch_size")
 #: keywords ModelScope's ``pipeline()``/``build_from_cfg`` pass to a pipeline class, or its ``Pipeline.__init__``
@@ -96,6 +96,10 @@ def check_option(name: str, value: Any) -> Any:
         return check_precision(value)
     if name == "det_max_side":
         return check_det_max_side(value)
+    if name == "pad_batches":
+        return check_pad_batches(value)
+    if name == "batched_postprocess":
+        return check_batched_postprocess(value)
     if name == "engine":
         return check_engine(value)
     if name == "engine_dir":

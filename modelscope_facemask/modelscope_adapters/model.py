@@ -33,11 +33,11 @@ class FaceMaskModel(TorchModel):
     ``facemask export`` (default: export on first use into the cache, see :mod:`modelscope_facemask.engines`).
     """
 
-    def __init__(self, model_dir: str, device: str | torch.device | None = "gpu", batch_size: int = 32,
+    def __init__(self, model_dir: str, device: str | torch.device | None = "gpu", batch_size: int | None = None,
                  precision: str | None = None, engine: str | None = None, engine_dir: str | None = None,
                  **kwargs: Any) -> None:
         check_device_type(device)
-        batch_size = positive_batch_size(batch_size)
+        batch_size = None if batch_size is None else positive_batch_size(batch_size)  # None: 32, or 256 on CUDA
         precision = check_precision(precision)
         engine = check_engine(engine)
         super().__init__(model_dir)

@@ -19,7 +19,8 @@ from modelscope.utils.constant import Tasks
 
 from ..devices import resolve_device
 from ..errors import ConfigurationError, EmbeddingError, UnknownOptionError
-from ..faces.images import describe_source
+from ..faces.decode_ahead import chunks_ahead
+from ..faces.images import describe_source, load_image
 from ..faces.prepare import PreparedFaces
 from ..faces.recognizer import non_finite_message
 from ..log import logger
@@ -32,8 +33,9 @@ from .preprocessor import _KEEP, FaceMaskPreprocessor
 
 EMBEDDING_SIZE = 512
 ERROR_KEY = "error"
-#: images decoded and detected at a time by a list call (memory stays bounded for long lists)
+#: images decoded and detected at a time by a list call (memory stays bounded for long lists); on CUDA more
 IMAGES_PER_CHUNK = 16
+CUDA_IMAGES_PER_CHUNK = 64
 
 
 def empty_output(embedding_size: int = EMBEDDING_SIZE) -> dict[str, np.ndarray]:
@@ -52,14 +54,16 @@ class FaceMaskPipeline(Pipeline):
 
     Keyword arguments: ``device`` ('gpu' (default, falls back to CPU with a warning), 'cpu', 'cuda', 'cuda:N'),
     ``use_det`` (False = resize the whole image to 112x112 like the built-in), ``max_faces`` (1 = the largest face;
-    None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer),
+    None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer; default 32, 256 on CUDA),
     ``precision`` ('fp32' (default: configuration.json's ``model.precision``, else fp32), 'fp16' (CUDA only),
     'bf16'; the recognizer's and the detector's weights are cast once), ``det_max_side`` (opt-in, int >= 32: detect on
     a copy whose longer side is at most that many px, results in original pixels; default: configuration.json's
     ``preprocessor.det_max_side``, else the reference's 1500/1000 rule), ``engine`` ('torch' (default:
     configuration.json's ``model.engine``, else torch), 'onnxruntime' or 'openvino': both networks on that engine, CPU
-    and fp32 only) and ``engine_dir`` (a folder written by ``facemask export``; default: export on first use into the
-    cache).
+    and fp32 only), ``engine_dir`` (a folder written by ``facemask export``; default: export on first use into the
+    cache), ``pad_batches`` (opt-in: detect images of different sizes in shared, padded batches; default:
+    configuration.json's ``preprocessor.pad_batches``, else False) and ``batched_postprocess`` (True/False, None =
+    on CUDA only, the default; also ``preprocessor.batched_postprocess``).
     ``use_det``, ``max_faces`` and ``batch_size`` may also be given per call. Unknown keywords are logged at WARNING
     (naming the closest option) and ignored, except those ModelScope itself passes.
     """
@@ -72,11 +76,13 @@ class FaceMaskPipeline(Pipeline):
         use_det: bool | None = None,
         max_faces: int | None | object = _KEEP,
         detector_model: str | None = None,
-        batch_size: int = 32,
+        batch_size: int | object = _KEEP,
         precision: str | None = None,
         det_max_side: int | None = None,
         engine: str | None = None,
         engine_dir: str | None = None,
+        pad_batches: bool | None = None,
+        batched_postprocess: bool | None | object = _KEEP,
         **kwargs: Any,
     ) -> None:
         use_det = check_option("use_det", use_det)
@@ -84,9 +90,13 @@ class FaceMaskPipeline(Pipeline):
         det_max_side = check_option("det_max_side", det_max_side)
         engine = check_option("engine", engine)
         engine_dir = check_option("engine_dir", engine_dir)
+        pad_batches = check_option("pad_batches", pad_batches)
+        detection = {} if batched_postprocess is _KEEP else \
+            {"batched_postprocess": check_option("batched_postprocess", batched_postprocess)}
         if max_faces is not _KEEP:
             check_option("max_faces", max_faces)
-        batch_size = check_option("batch_size", batch_size)
+        # not given: 32, or 256 on CUDA (FaceMaskModel's default); given: a positive integer
+        batch_size = None if batch_size is _KEEP else check_option("batch_size", batch_size)
         detector_model = check_option("detector_model", detector_model)
         kwargs = _modelscope_keywords(kwargs)
         self.device_used = resolve_device(device)
@@ -107,20 +117,24 @@ class FaceMaskPipeline(Pipeline):
             preprocessor = FaceMaskPreprocessor.from_pretrained(
                 model_dir, device=self.device_used, detector=detector_model, use_det=use_det, max_faces=max_faces,
                 precision=precision or model.precision, det_max_side=det_max_side,
-                engine=engine or model.engine, engine_dir=engine_dir,
+                engine=engine or model.engine, engine_dir=engine_dir, pad_batches=pad_batches, **detection,
             )
         elif isinstance(preprocessor, FaceMaskPreprocessor):
             _check_same_precision(precision, preprocessor.precision, "preprocessor")
             _check_same_engine(engine, preprocessor.settings.engine, "preprocessor")
-            if detector_model is not None or use_det is not None or max_faces is not _KEEP or det_max_side is not None:
-                logger.warning("a preprocessor was given: detector_model, use_det, max_faces and det_max_side of the "
-                               "pipeline are "
+            if detector_model is not None or use_det is not None or max_faces is not _KEEP or det_max_side is not None \
+                    or pad_batches is not None or detection:
+                logger.warning("a preprocessor was given: detector_model, use_det, max_faces, det_max_side, "
+                               "pad_batches and batched_postprocess of the pipeline are "
                                "ignored (set them on the preprocessor, or per call: use_det, max_faces)")
             if preprocessor.device_used != self.device_used:
                 preprocessor.use_device(self.device_used)
         kwargs.pop("model_revision", None)  # already used to download the model
         device_name = "cpu" if self.device_used.type == "cpu" else f"cuda:{self.device_used.index or 0}"
         super().__init__(model=model, preprocessor=preprocessor, device=device_name, **kwargs)
+        #: decode the next chunk of a list in a thread while this one computes (at most two chunks decoded at a
+        #: time); on by default on CUDA, where the host would otherwise idle the GPU while decoding
+        self.decode_ahead = self.device_used.type == "cuda"
         logger.info("FaceMask pipeline runs on %s in %s, engine %s", self.device_used, self.precision, self.engine)
 
     @property
@@ -167,12 +181,15 @@ class FaceMaskPipeline(Pipeline):
         return preprocess, forward, {}
 
     def run_batch(self, inputs: list[Any], *, use_det: bool | None = None, max_faces: int | None | object = _KEEP,
-                  batch_size: int | None = None, raise_errors: bool = False) -> list[dict[str, Any]]:
+                  batch_size: int | None = None, raise_errors: bool = False,
+                  loaded: list[Any] | None = None) -> list[dict[str, Any]]:
         """Process many inputs in chunks of :data:`IMAGES_PER_CHUNK` (bounded memory): per chunk, detection batched
         per image size, then one batched recognizer pass.
 
         An input that cannot be loaded, or whose embedding is not finite, gives an empty output with an ``error``
-        message (or raises with ``raise_errors=True``); the other inputs are unaffected.
+        message (or raises with ``raise_errors=True``); the other inputs are unaffected. ``loaded``: the inputs
+        already decoded (each an image or the exception decoding raised), as a caller decoding ahead passes them.
+        With ``decode_ahead`` (on CUDA) the next chunk is decoded in a thread while this one computes.
         """
         given = {"use_det": use_det, "batch_size": batch_size}
         if max_faces is not _KEEP:
@@ -180,14 +197,26 @@ class FaceMaskPipeline(Pipeline):
         given = check_call_options(given)
         use_det, batch_size = given["use_det"], given["batch_size"]
         outputs: list[dict[str, Any]] = []
-        for start in range(0, len(inputs), IMAGES_PER_CHUNK):
-            chunk = inputs[start : start + IMAGES_PER_CHUNK]
+        per_chunk = CUDA_IMAGES_PER_CHUNK if self.device_used.type == "cuda" else IMAGES_PER_CHUNK
+        if loaded is not None:
+            if len(loaded) != len(inputs):
+                raise ConfigurationError(f"loaded holds {len(loaded)} images for {len(inputs)} inputs")
+            for start in range(0, len(inputs), per_chunk):
+                outputs += self._run_chunk(inputs[start : start + per_chunk], use_det, max_faces, batch_size,
+                                           raise_errors, list(loaded[start : start + per_chunk]))
+            return outputs
+        if self.decode_ahead and len(inputs) > 1:
+            for chunk, loaded in chunks_ahead(inputs, per_chunk, load_image):
+                outputs += self._run_chunk(chunk, use_det, max_faces, batch_size, raise_errors, loaded)
+            return outputs
+        for start in range(0, len(inputs), per_chunk):
+            chunk = inputs[start : start + per_chunk]
             outputs += self._run_chunk(chunk, use_det, max_faces, batch_size, raise_errors)
         return outputs
 
     def _run_chunk(self, inputs: list[Any], use_det: bool | None, max_faces: int | None | object,
-                   batch_size: int | None, raise_errors: bool) -> list[dict[str, Any]]:
-        prepared = self.preprocessor.prepare(inputs, use_det=use_det, max_faces=max_faces)
+                   batch_size: int | None, raise_errors: bool, loaded: list[Any] | None = None) -> list[dict[str, Any]]:
+        prepared = self.preprocessor.prepare(inputs, use_det=use_det, max_faces=max_faces, loaded=loaded)
         faces = [p for p in prepared if isinstance(p, PreparedFaces)]
         if raise_errors and len(faces) < len(prepared):
             raise next(p for p in prepared if not isinstance(p, PreparedFaces))

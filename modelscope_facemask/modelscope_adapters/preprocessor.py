@@ -21,7 +21,8 @@ from ..devices import resolve_device
 from ..engines import DEFAULT_ENGINE, check_engine, check_engine_setup
 from ..errors import FaceMaskError
 from ..faces.choose import validate_max_faces
-from ..faces.detector import DetectionSettings, FaceDetector, check_det_max_side, check_detectable, resize_factor
+from ..faces.detector import DetectionSettings, FaceDetector, check_batched_postprocess, check_det_max_side, \
+    check_detectable, check_pad_batches, resize_factor
 from ..faces.images import as_image_error, describe_source, load_image
 from ..faces.prepare import PreparedFaces, prepare_faces_each
 from ..log import logger
@@ -45,6 +46,9 @@ class FaceMaskPreprocessor(Preprocessor):
     original image. It is fixed when the preprocessor is built (not a per-call option). ``engine`` ('torch',
     'onnxruntime', 'openvino'; ``None``: configuration.json's ``model.engine``, default 'torch') runs the detector
     network, from the graphs in ``engine_dir`` (``facemask export``) or exported on first use into the cache.
+    ``pad_batches`` (opt-in; ``None``: configuration.json's ``preprocessor.pad_batches``, default False) batches images
+    of different sizes together, padded; ``batched_postprocess`` (True, False, or None = on CUDA only; omitted:
+    configuration.json's ``preprocessor.batched_postprocess``) post-processes each batch in torch on the device.
     """
 
     def __init__(
@@ -59,6 +63,8 @@ class FaceMaskPreprocessor(Preprocessor):
         det_max_side: int | None = None,
         engine: str | None = None,
         engine_dir: str | None = None,
+        pad_batches: bool | None = None,
+        batched_postprocess: bool | None | object = _KEEP,
         mode: str = ModeKeys.INFERENCE,
         **kwargs: Any,
     ) -> None:
@@ -67,6 +73,9 @@ class FaceMaskPreprocessor(Preprocessor):
         precision = check_precision(precision)
         det_max_side = check_det_max_side(det_max_side)
         engine = check_engine(engine)
+        pad_batches = check_pad_batches(pad_batches)
+        if batched_postprocess is not _KEEP:
+            batched_postprocess = check_batched_postprocess(batched_postprocess)
         detector = check_detector_model(detector, where="detector")
         self.device_used = resolve_device(device)
         self.model_dir = model_dir
@@ -80,6 +89,9 @@ class FaceMaskPreprocessor(Preprocessor):
             precision=precision or base.precision,
             det_max_side=base.det_max_side if det_max_side is None else det_max_side,
             engine=engine or base.engine,
+            pad_batches=base.pad_batches if pad_batches is None else pad_batches,
+            batched_postprocess=(base.batched_postprocess if batched_postprocess is _KEEP
+                                 else batched_postprocess),  # type: ignore[arg-type]
         )
         self.engine_dir = engine_dir
         validate_max_faces(self.settings.max_faces)
@@ -112,7 +124,9 @@ class FaceMaskPreprocessor(Preprocessor):
             folder = resolve_detector_dir(self.settings.detector, self.model_dir)
             if self.model_dir:  # a detector inside a packed repository is covered by its manifest
                 verify_manifest(self.model_dir, [os.path.join(self.model_dir, CONFIGURATION_FILE), folder])
-            settings = DetectionSettings(det_max_side=self.settings.det_max_side)
+            settings = DetectionSettings(det_max_side=self.settings.det_max_side,
+                                         pad_batches=self.settings.pad_batches,
+                                         batched_postprocess=self.settings.batched_postprocess)
             self._detector = FaceDetector.from_pretrained(folder, device=self.device_used, precision=self.precision,
                                                           settings=settings)
             if self.settings.engine != DEFAULT_ENGINE:
@@ -131,7 +145,8 @@ class FaceMaskPreprocessor(Preprocessor):
         return self.settings.precision
 
     def prepare(
-        self, inputs: Sequence[Any], *, use_det: bool | None = None, max_faces: int | None | object = _KEEP
+        self, inputs: Sequence[Any], *, use_det: bool | None = None, max_faces: int | None | object = _KEEP,
+        loaded: Sequence[Any] | None = None,
     ) -> list[PreparedFaces | FaceMaskError]:
         """Prepare many images; an input that fails yields its error in its slot, the rest go on.
 
@@ -139,7 +154,9 @@ class FaceMaskPreprocessor(Preprocessor):
         they are, anything else as ``ImageLoadError`` (reading) or ``FacePreparationError`` (detection,
         alignment), chained to the cause. Images that detection downsizes (longer side > 1500 px, or > ``det_max_side``), and all images
         when ``use_det`` is off, are prepared as soon as they are loaded, so at most one of them is held at a time;
-        the others are detected together, batched per size.
+        the others are detected together, batched per size. ``loaded``: the inputs already decoded by
+        :func:`~modelscope_facemask.faces.images.load_image` (each an image or the exception it raised), e.g. by
+        :func:`~modelscope_facemask.faces.decode_ahead.chunks_ahead`.
         """
         use_det = self.settings.use_det if use_det is None else check_use_det(use_det)
         max_faces = self.settings.max_faces if max_faces is _KEEP else max_faces
@@ -151,7 +168,9 @@ class FaceMaskPreprocessor(Preprocessor):
         for i, item in enumerate(inputs):
             label = describe_source(item)
             try:
-                image = load_image(item)
+                image = load_image(item) if loaded is None else loaded[i]
+                if isinstance(image, BaseException):
+                    raise image
                 if detector is not None:
                     check_detectable(image, detector.settings, label=label)
             except Exception as exc:  # never let one input sink the list

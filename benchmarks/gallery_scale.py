@@ -208,6 +208,12 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     results["exact"].update({"index_file_bytes": size, "save_s": save_s, "load_s": load_s})
     checkpoint("exact")
     del exact
+    if args.exact_only:
+        report["target"] = {"batch_1000_max_s": 1.0, "exact_batch_total_s": results["exact"]["batch_total_s"],
+                            "met": bool(results["exact"]["batch_total_s"] <= args.probes / 1000)}
+        os.rmdir(tmp)
+        checkpoint("done")
+        return report
 
     # hnsw
     hnsw, build_s = timed(lambda: VectorIndex.build(gallery, ids, kind="hnsw"))
@@ -279,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (300 identities, 100 probes): seconds")
+    parser.add_argument("--exact-only", action="store_true",
+                        help="measure the exact index only (the 1M HNSW build takes about 40 min on 2 cores)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON path (default benchmarks/results/gallery-scale-cpu-DATE.json)")
     args = parser.parse_args(argv)

@@ -47,8 +47,9 @@ def test_r50_matches_reference_forward(r50_pair, size):
     assert_same_detections(ours.detect([image])[0], dets, landms, ss)
 
 
-def test_batch_of_mixed_sizes_equals_single_calls(r50_pair):
+def test_batch_of_mixed_sizes_equals_single_calls(r50_pair, monkeypatch):
     ours, _ = r50_pair
+    monkeypatch.setattr(ours, "batch_size", 8)  # the CUDA default; the CPU default runs one image at a time
     images = [smooth_images(1, h, w, seed=40 + i)[0] for i, (h, w) in enumerate([(240, 320), (300, 300), (240, 320)])]
     batched = ours.detect(images)
     for image, got in zip(images, batched):

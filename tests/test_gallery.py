@@ -281,3 +281,23 @@ def test_mean_templates_summed_in_chunks_equal_brute_force(monkeypatch):
     for got, want in zip(found, _brute_force(centres, vectors, names, 6, "mean")):
         assert [c.identity for c in got] == [n for n, _ in want]
         assert [c.score for c in got] == pytest.approx([s for _, s in want], abs=1e-6)
+
+
+def test_ef_search_option_sets_the_hnsw_breadth_and_leaves_exact_galleries_alone(capsys):
+    from modelscope_facemask.cli import main
+    from modelscope_facemask.cli.gallery import apply_ef_search
+    from modelscope_facemask.gallery.vector_index import HNSW_EF_SEARCH
+
+    vectors, names, _ = _clustered(13, identities=3, per_identity=2)
+    hnsw = FaceGallery.build(vectors, names, _sources(names), model=MODEL, kind="hnsw")
+    assert hnsw.index.ef_search == HNSW_EF_SEARCH == 256
+    apply_ef_search(hnsw, None)
+    assert hnsw.index.ef_search == 256
+    apply_ef_search(hnsw, 512)
+    assert hnsw.index.ef_search == 512 and capsys.readouterr().err == ""
+    exact = FaceGallery.build(vectors, names, _sources(names), model=MODEL)
+    apply_ef_search(exact, 512)
+    assert "this one is exact (recall 1), so it is ignored" in capsys.readouterr().err
+    for command in (["identify", "x.jpg", "--gallery", "G"], ["evaluate", "--gallery", "G", "--probes", "P"]):
+        assert main([*command, "--ef-search", "0"]) == 2
+        assert "--ef-search: must be a positive integer, got 0" in capsys.readouterr().err

@@ -133,8 +133,10 @@ def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = T
     if address:
         ray.init(address=address, logging_level=level, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, logging_level=level,
-                 log_to_driver=True)
+        # address="local": always a new local instance; without it Ray would join the cluster recorded by an earlier
+        # `ray start` on this machine (/tmp/ray/ray_current_cluster), even one that has stopped since
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                 logging_level=level, log_to_driver=True)
     return True
 
 

@@ -22,7 +22,7 @@ from .regression.inputs import build_model
 @pytest.fixture(scope="module")
 def local_ray():
     """A small local Ray (2 CPUs, 200 MB object store, no dashboard); ``facemask embed --ray`` uses it as it is."""
-    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, ignore_reinit_error=True,
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, ignore_reinit_error=True,
              logging_level="WARNING")
     yield
     ray.shutdown()

@@ -295,3 +295,20 @@ def test_demo_calls_run_demo_lazily(monkeypatch, tmp_path):
     monkeypatch.setattr(demo, "run_demo", lambda out_dir, *, hub_timeout=5.0: calls.append((out_dir, hub_timeout)) or 7)
     assert main(["demo", "--out", str(tmp_path / "d"), "--hub-timeout", "0.5"]) == 7
     assert calls == [(tmp_path / "d", 0.5)]
+
+
+def test_modelscope_and_hub_client_info_logs_only_with_verbose():
+    """ModelScope's hub client logs at INFO through its own top-level logger ``modelscope_hub`` (own handler, no
+    propagation): quiet without -v, shown with it, and both restored afterwards."""
+    import logging
+
+    from modelscope_facemask.cli import _logging
+
+    loggers = [logging.getLogger(name) for name in ("modelscope", "modelscope_hub", "modelscope_hub.upload")]
+    before = [logger.level for logger in loggers]
+    with _logging(False):
+        assert not any(logger.isEnabledFor(logging.INFO) for logger in loggers)
+        assert all(logger.isEnabledFor(logging.WARNING) for logger in loggers)
+    with _logging(True):
+        assert all(logger.isEnabledFor(logging.INFO) for logger in loggers)
+    assert [logger.level for logger in loggers] == before

@@ -40,20 +40,24 @@ def _logging(verbose: bool) -> Iterator[None]:
     """Our warnings as ``facemask: WARNING: ...`` on stderr; ModelScope's INFO chatter only with ``-v``."""
     from ..log import LOGGER_NAME
 
-    ours, theirs = logging.getLogger(LOGGER_NAME), logging.getLogger("modelscope")
-    saved = (ours.level, theirs.level, ours.propagate)
+    ours = logging.getLogger(LOGGER_NAME)
+    # ModelScope's own logger, and its hub client's (a separate top-level logger at INFO, with its own handler)
+    theirs = [logging.getLogger(name) for name in ("modelscope", "modelscope_hub")]
+    saved = (ours.level, [t.level for t in theirs], ours.propagate)
     ours.propagate = False  # ours is a child of ModelScope's logger: print each line once, in our format
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("facemask: %(levelname)s: %(message)s"))
     ours.addHandler(handler)
     ours.setLevel(logging.INFO if verbose else logging.WARNING)
-    theirs.setLevel(logging.INFO if verbose else logging.WARNING)
+    for logger in theirs:
+        logger.setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         yield
     finally:
         ours.removeHandler(handler)
         ours.setLevel(saved[0])
-        theirs.setLevel(saved[1])
+        for logger, level in zip(theirs, saved[1]):
+            logger.setLevel(level)
         ours.propagate = saved[2]
 
 

@@ -72,11 +72,14 @@ class RayEmbedSummary:
         return images / seconds if seconds > 0 and images > 0 else 0.0
 
     def line(self, out: str | os.PathLike) -> str:
+        head = f"{self.images} image(s) embedded, {self.skipped} already in {str(out)!r} skipped"
+        if not self.images and not self.shards:  # nothing was left to do: Ray was not started
+            return f"{head}; nothing to do (Ray not started)"
         steady = (f" ({self.steady_images_per_second:.2f} images/s after start-up)"
                   if self.steady_images_per_second else "")
-        return (f"{self.images} image(s) embedded, {self.skipped} already in {str(out)!r} skipped, {self.faces} "
-                f"face(s), {self.errors} error(s), {self.seconds:.1f} s, {self.images_per_second:.2f} images/s"
-                f"{steady} on {self.workers} worker(s), {len(self.shards)} new shard(s)")
+        return (f"{head}, {self.faces} face(s), {self.errors} error(s), {self.seconds:.1f} s, "
+                f"{self.images_per_second:.2f} images/s{steady} on {self.workers} worker(s), "
+                f"{len(self.shards)} new shard(s)")
 
 
 class EmbedActor:

@@ -110,3 +110,13 @@ def test_ray_rows_equal_single_process_and_resume_skips_done(local_ray, model_di
     redone = sorted((r for r in after.to_pylist() if r["source"] in redo), key=lambda r: (r["source"], r["face_index"]))
     assert [(r["source"], r["face_index"]) for r in redone] == [(r["source"], r["face_index"]) for r in single
                                                                 if r["source"] in redo]
+
+
+def test_summary_of_a_run_with_nothing_left_does_not_claim_workers():
+    from modelscope_facemask.ray_embed import RayEmbedSummary
+
+    assert RayEmbedSummary(skipped=7, workers=2).line("rows") == (
+        "0 image(s) embedded, 7 already in 'rows' skipped; nothing to do (Ray not started)")
+    done = RayEmbedSummary(images=3, skipped=1, faces=2, errors=1, seconds=2.0, workers=2, shards=["a"]).line("rows")
+    assert done.startswith("3 image(s) embedded, 1 already in 'rows' skipped, 2 face(s), 1 error(s), 2.0 s, 1.50")
+    assert done.endswith("on 2 worker(s), 1 new shard(s)")

@@ -20,7 +20,8 @@ Modes (``--modes``, comma-separated; default: all that apply to the device):
   recognizer                                     recognizer-only batches: reference (batch 1) vs ours, each precision
 The reference runs once per input set (as many timed passes as each mode, median pass); every mode reports
 images/s, faces/s, batch-1 latency p50/p95, peak RSS (and peak GPU memory), achieved FLOP/s as % of peak, speed-up
-over the reference, min cosine vs the reference's fp32 embeddings and detection deltas. Weights load time and peak RSS while loading are measured in child processes.
+over the reference, min cosine vs the reference's fp32 embeddings and detection deltas. Weights load time and peak
+RSS while loading are measured in child processes.
 
     python benchmarks/bench.py --smoke --out /tmp/smoke.json                      # seconds
     python benchmarks/bench.py --device cpu                                        # full CPU run (~12 min, 2 cores)

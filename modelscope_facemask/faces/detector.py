@@ -77,20 +77,25 @@ def detection_batch_size(device: torch.device, settings: DetectionSettings) -> i
     return DETECTION_BATCH if device.type != "cpu" or settings.pad_batches else 1
 
 
-def check_pad_batches(value: object, *, where: str = "pad_batches") -> bool | None:
-    """``None`` (as configured) or a real boolean; strings such as ``'false'`` and numbers are refused."""
+def optional_bool(value: object, *, where: str, expected: str, hint: str = "") -> bool | None:
+    """``None`` or a real boolean (numpy's too) as ``bool``; anything else (``'false'``, ``1``) is a
+    ConfigurationError "``where`` must be ``expected``, got ...``hint``"."""
     if value is None or isinstance(value, (bool, np.bool_)):
         return None if value is None else bool(value)
-    raise ConfigurationError(f"{where} must be True or False (opt-in: batch images of different sizes together, "
-                             f"padded), got {value!r} ({type(value).__name__})")
+    raise ConfigurationError(f"{where} must be {expected}, got {value!r} ({type(value).__name__}){hint}")
+
+
+def check_pad_batches(value: object, *, where: str = "pad_batches") -> bool | None:
+    """``None`` (as configured) or a real boolean; strings such as ``'false'`` and numbers are refused."""
+    return optional_bool(value, where=where,
+                         expected="True or False (opt-in: batch images of different sizes together, padded)")
 
 
 def check_batched_postprocess(value: object, *, where: str = "batched_postprocess") -> bool | None:
     """``None`` (auto: batched on CUDA devices only), True or False; anything else is refused."""
-    if value is None or isinstance(value, (bool, np.bool_)):
-        return None if value is None else bool(value)
-    raise ConfigurationError(f"{where} must be True (post-process each batch in torch on the device), False (image "
-                             f"by image in numpy) or None (auto: on CUDA only), got {value!r} ({type(value).__name__})")
+    return optional_bool(value, where=where,
+                         expected="True (post-process each batch in torch on the device), False (image by image in "
+                                  "numpy) or None (auto: on CUDA only)")
 
 
 def resize_factor(height: int, width: int, settings: DetectionSettings) -> float:

@@ -18,7 +18,7 @@ from ..devices import check_device_type
 from ..engines import check_engine
 from ..errors import ConfigurationError, UnknownOptionError
 from ..faces.choose import validate_max_faces
-from ..faces.detector import check_batched_postprocess, check_det_max_side, check_pad_batches
+from ..faces.detector import check_batched_postprocess, check_det_max_side, check_pad_batches, optional_bool
 from ..faces.recognizer import positive_batch_size
 from ..precision import check_precision
 
@@ -39,10 +39,8 @@ MODELSCOPE_PIPELINE_KEYWORDS = frozenset({
 
 def check_use_det(value: Any, *, where: str = "use_det") -> bool | None:
     """``None`` (keep the configured value) or a real boolean; a string such as ``'false'`` is refused."""
-    if value is None or isinstance(value, (bool, np.bool_)):
-        return None if value is None else bool(value)
-    raise ConfigurationError(f"{where} must be True or False, got {value!r} ({type(value).__name__}); pass a "
-                             "boolean (a string such as 'false' would count as true)")
+    return optional_bool(value, where=where, expected="True or False",
+                         hint="; pass a boolean (a string such as 'false' would count as true)")
 
 
 def check_detector_model(value: Any, *, where: str = "detector_model") -> str | None:

@@ -198,20 +198,17 @@ class FaceMaskPipeline(Pipeline):
         use_det, batch_size = given["use_det"], given["batch_size"]
         outputs: list[dict[str, Any]] = []
         per_chunk = CUDA_IMAGES_PER_CHUNK if self.device_used.type == "cuda" else IMAGES_PER_CHUNK
+        starts = range(0, len(inputs), per_chunk)
         if loaded is not None:
             if len(loaded) != len(inputs):
                 raise ConfigurationError(f"loaded holds {len(loaded)} images for {len(inputs)} inputs")
-            for start in range(0, len(inputs), per_chunk):
-                outputs += self._run_chunk(inputs[start : start + per_chunk], use_det, max_faces, batch_size,
-                                           raise_errors, list(loaded[start : start + per_chunk]))
-            return outputs
-        if self.decode_ahead and len(inputs) > 1:
-            for chunk, loaded in chunks_ahead(inputs, per_chunk, load_image):
-                outputs += self._run_chunk(chunk, use_det, max_faces, batch_size, raise_errors, loaded)
-            return outputs
-        for start in range(0, len(inputs), per_chunk):
-            chunk = inputs[start : start + per_chunk]
-            outputs += self._run_chunk(chunk, use_det, max_faces, batch_size, raise_errors)
+            chunks = ((inputs[i : i + per_chunk], list(loaded[i : i + per_chunk])) for i in starts)
+        elif self.decode_ahead and len(inputs) > 1:
+            chunks = chunks_ahead(inputs, per_chunk, load_image)
+        else:  # each chunk is decoded by the preprocessor itself
+            chunks = ((inputs[i : i + per_chunk], None) for i in starts)
+        for chunk, decoded in chunks:
+            outputs += self._run_chunk(chunk, use_det, max_faces, batch_size, raise_errors, decoded)
         return outputs
 
     def _run_chunk(self, inputs: list[Any], use_det: bool | None, max_faces: int | None | object,

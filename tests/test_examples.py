@@ -41,6 +41,24 @@ def run_example(script: str, *args: str, env: dict[str, str], timeout: float = 3
     return done, time.perf_counter() - start
 
 
+# The examples import modelscope_facemask (torch, ModelScope) before they ask the hub; that start-up takes 5 s on a
+# warm 2-core machine and over 10 s on a cold one. The hub checks below are bounded by this start-up, measured here,
+# plus an allowance that is far below ModelScope's own ~35 s of retries.
+PROBE_ALLOWANCE_S = 8.0
+
+
+@pytest.fixture(scope="module")
+def startup_s() -> float:
+    """Seconds a fresh interpreter takes to import what the examples import before the probe (second of two runs)."""
+    code = "import modelscope_facemask.demo, modelscope_facemask.hub.probe"
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return max(times[-1], 1.0)
+
+
 @pytest.fixture
 def offline_env(tmp_path) -> dict[str, str]:
     """ModelScope pointed at a closed port (any hub call fails), with its own cache and home."""
@@ -65,23 +83,24 @@ def _assert_offline_advice(text: str) -> None:
 
 
 @pytest.mark.parametrize("script, args", [("snippet.py", ()), ("compare_two_images.py", ("a.jpg", "b.jpg"))])
-def test_unreachable_hub_is_reported_within_seconds(script, args, offline_env):
-    done, elapsed = run_example(script, *args, env=offline_env, timeout=60)
+def test_unreachable_hub_is_reported_within_seconds(script, args, offline_env, startup_s):
+    done, elapsed = run_example(script, *args, env=offline_env, timeout=90)
     assert done.returncode == 2, done.stderr
-    assert elapsed < 10.0
+    assert elapsed < startup_s + PROBE_ALLOWANCE_S, f"{elapsed:.1f} s (start-up {startup_s:.1f} s)"
     _assert_offline_advice(done.stderr)
     assert offline_env["MODELSCOPE_ENDPOINT"] in done.stderr
     assert "cosine" not in done.stdout
 
 
-def test_silent_hub_is_given_up_after_the_timeout(offline_env):
+def test_silent_hub_is_given_up_after_the_timeout(offline_env, startup_s):
     """A firewall that drops packets: the probe waits --hub-timeout, not ModelScope's ~35 s of retries."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)
         env = {**offline_env, "MODELSCOPE_ENDPOINT": f"http://127.0.0.1:{listener.getsockname()[1]}"}
-        done, elapsed = run_example("snippet.py", "--hub-timeout", "1", env=env, timeout=60)
-    assert done.returncode == 2 and elapsed < 10.0
+        done, elapsed = run_example("snippet.py", "--hub-timeout", "1", env=env, timeout=90)
+    assert done.returncode == 2, done.stderr
+    assert elapsed < startup_s + PROBE_ALLOWANCE_S, f"{elapsed:.1f} s (start-up {startup_s:.1f} s)"
     assert "no answer within 1 s" in done.stderr
     _assert_offline_advice(done.stderr)
 
@@ -103,15 +122,16 @@ def test_snippet_and_compare_with_a_local_folder_need_no_hub(small_model_files, 
     assert done.stdout.count("detector score") == 2
 
 
-def test_compare_reports_missing_faces_and_folders(small_model_files, tmp_path, offline_env):
+def test_compare_reports_missing_faces_and_folders(small_model_files, tmp_path, offline_env, startup_s):
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
     done, _ = run_example("compare_two_images.py", str(blank), str(blank), "--model", str(small_model_files),
                           "--device", "cpu", env=offline_env)
     assert done.returncode == 1 and f"no face found in {blank}" in done.stderr
     done, elapsed = run_example("compare_two_images.py", str(blank), str(blank), "--model", str(tmp_path / "nothere"),
-                                env=offline_env, timeout=60)
-    assert done.returncode == 1 and "is not a folder" in done.stderr and elapsed < 10.0
+                                env=offline_env, timeout=90)
+    assert done.returncode == 1 and "is not a folder" in done.stderr
+    assert elapsed < startup_s + PROBE_ALLOWANCE_S, f"{elapsed:.1f} s (start-up {startup_s:.1f} s)"
 
 
 def test_snippet_with_a_reachable_hub(small_model_files, portraits, tmp_path):

@@ -7,7 +7,9 @@ identities ~ 0 +- 1/sqrt(512). Probes are fresh images (new noise) of enrolled i
 not used: they have no neighbourhood structure and make graph indexes look broken.
 
 Measured: build time, index size (serialised bytes) and process RSS, single-query top-k latency p50/p99, total time of
-one ``--probes`` batch, for exact search and for HNSW at each ``--ef-search``; HNSW recall@1 (and @k) against exact;
+one ``--probes`` batch, for exact search, for the bf16 scan (``search_method='bf16'``: bf16 matmul over every vector,
+float32 re-score of the best; with the same-shape fp32 and bf16 matmul rates) and for HNSW at each ``--ef-search``;
+HNSW and bf16-scan recall@1 (and @k) against exact;
 identification rank-1 (probe's own identity at rank 1) for both; incremental remove/add timings; 1 vs all threads.
 Nothing here is a test: numbers depend on the machine and its load (the JSON records os.getloadavg()).
 
@@ -130,6 +132,48 @@ def _latency(index: VectorIndex, probes: np.ndarray, k: int, count: int) -> dict
             "mean_ms": float(ms.mean())}
 
 
+def matmul_rate(dtype: Any, rows: int, dim: int, columns: int = 65_536, repeats: int = 5) -> float:
+    """Achieved FLOP/s of a torch (rows, dim) @ (dim, columns) matmul in ``dtype`` (the bf16 scan's shape)."""
+    import torch
+
+    a = torch.randn(rows, dim).to(dtype)
+    b = torch.randn(columns, dim).to(dtype)
+    a @ b.T  # warm-up
+    _, seconds = timed(lambda: [a @ b.T for _ in range(repeats)])
+    return 2.0 * rows * dim * columns * repeats / seconds
+
+
+def bf16_scan(index: VectorIndex, probes: np.ndarray, k: int, exact_scores: np.ndarray, exact_ids: np.ndarray,
+              gallery_identity: np.ndarray, probe_ids: np.ndarray, single_queries: int) -> dict[str, Any]:
+    """``search_method='bf16'`` on the exact index: first search (makes the bf16 copy), then a timed batch, recall
+    against exact search, single-query latency, and the same-shape fp32/bf16 matmul rates for context."""
+    import torch
+
+    from modelscope_facemask.precision import cpu_has_bf16
+
+    index.search_method = "bf16"
+    _, first_s = timed(lambda: index.search(probes[:1], k))
+    (scores, found), batch_s = timed(lambda: index.search(probes, k))
+    same = found[:, 0] == exact_ids[:, 0]
+    flop = 2.0 * len(probes) * len(index) * index.dim
+    rates = {name: matmul_rate(dtype, len(probes), index.dim) for name, dtype in
+             (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    result = {
+        "search_method": "bf16", "cpu_bf16_hardware": cpu_has_bf16(), "torch_threads": torch.get_num_threads(),
+        "first_search_s": first_s, "batch_queries": int(len(probes)), "batch_total_s": batch_s,
+        "scan_flop_per_s": flop / batch_s, "matmul_flop_per_s_same_shape": rates,
+        "scan_share_of_bf16_matmul_rate": flop / batch_s / rates["bf16"],
+        "recall_at_1": float(np.mean(same)),
+        f"recall_at_{k}": float(np.mean([len(np.intersect1d(f, e)) / k for f, e in zip(found, exact_ids)])),
+        "top1_score_max_abs_diff_when_same": float(np.max(np.abs(scores[:, 0] - exact_scores[:, 0])[same],
+                                                          initial=0.0)),
+        "rank1_identification": float(np.mean(gallery_identity[found[:, 0]] == probe_ids)), **rss_bytes(),
+    }
+    result["single_query"] = _latency(index, probes, k, single_queries)
+    index.search_method = "faiss"
+    return result
+
+
 def index_file_bytes(index: VectorIndex, folder: str) -> tuple[int, float, float]:
     """(size of the saved index file, save seconds, load seconds); the file is deleted afterwards."""
     path = Path(folder) / "index.faiss"
@@ -207,10 +251,21 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     size, save_s, load_s = index_file_bytes(exact, tmp)
     results["exact"].update({"index_file_bytes": size, "save_s": save_s, "load_s": load_s})
     checkpoint("exact")
+    results["bf16_scan"] = bf16_scan(exact, probes, k, exact_scores, exact_ids, gallery_identity, probe_ids,
+                                     args.single_queries)
+    log(f"bf16 scan: {args.probes} probes {results['bf16_scan']['batch_total_s']:.2f}s, "
+        f"recall@1 {results['bf16_scan']['recall_at_1']:.4f}")
+    checkpoint("bf16 scan")
     del exact
+    scan = results["bf16_scan"]
     if args.exact_only:
-        report["target"] = {"batch_1000_max_s": 1.0, "exact_batch_total_s": results["exact"]["batch_total_s"],
-                            "met": bool(results["exact"]["batch_total_s"] <= args.probes / 1000)}
+        report["target"] = {"recall_at_1_min": 0.99, "batch_1000_max_s": 1.0,
+                            "exact_batch_total_s": results["exact"]["batch_total_s"],
+                            "bf16_scan_batch_total_s": scan["batch_total_s"],
+                            "bf16_scan_recall_at_1": scan["recall_at_1"],
+                            "met": bool(results["exact"]["batch_total_s"] <= args.probes / 1000
+                                        or (scan["recall_at_1"] >= 0.99
+                                            and scan["batch_total_s"] <= args.probes / 1000))}
         os.rmdir(tmp)
         checkpoint("done")
         return report
@@ -263,8 +318,11 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     report["target"] = {"recall_at_1_min": 0.99, "batch_1000_max_s": 1.0,
                         "hnsw_chosen_recall_at_1": chosen["recall_at_1"],
                         "hnsw_chosen_batch_total_s": chosen["batch_total_s"],
-                        "met": bool(chosen["recall_at_1"] >= 0.99
-                                    and chosen["batch_total_s"] <= args.probes / 1000)}
+                        "bf16_scan_recall_at_1": scan["recall_at_1"],
+                        "bf16_scan_batch_total_s": scan["batch_total_s"],
+                        "met": bool(any(r >= 0.99 and t <= args.probes / 1000 for r, t in (
+                            (chosen["recall_at_1"], chosen["batch_total_s"]),
+                            (scan["recall_at_1"], scan["batch_total_s"]))))}
     checkpoint("hnsw changes")
     size, save_s, load_s = index_file_bytes(hnsw, tmp)
     results["hnsw"].update({"index_file_bytes": size, "save_s": save_s, "load_s": load_s, **rss_bytes()})

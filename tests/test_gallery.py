@@ -283,21 +283,38 @@ def test_mean_templates_summed_in_chunks_equal_brute_force(monkeypatch):
         assert [c.score for c in got] == pytest.approx([s for _, s in want], abs=1e-6)
 
 
-def test_ef_search_option_sets_the_hnsw_breadth_and_leaves_exact_galleries_alone(capsys):
+def test_search_options_set_the_hnsw_breadth_and_the_search_method(capsys):
+    import argparse
+
     from modelscope_facemask.cli import main
-    from modelscope_facemask.cli.gallery import apply_ef_search
-    from modelscope_facemask.gallery.vector_index import HNSW_EF_SEARCH
+    from modelscope_facemask.cli.gallery import apply_search_options
+    from modelscope_facemask.gallery.vector_index import HNSW_EF_SEARCH, SEARCH_METHODS
+
+    def options(ef_search=None, search="faiss"):
+        return argparse.Namespace(ef_search=ef_search, search=search)
 
     vectors, names, _ = _clustered(13, identities=3, per_identity=2)
     hnsw = FaceGallery.build(vectors, names, _sources(names), model=MODEL, kind="hnsw")
     assert hnsw.index.ef_search == HNSW_EF_SEARCH == 256
-    apply_ef_search(hnsw, None)
-    assert hnsw.index.ef_search == 256
-    apply_ef_search(hnsw, 512)
+    apply_search_options(hnsw, options())
+    assert hnsw.index.ef_search == 256 and hnsw.index.search_method == "faiss"
+    apply_search_options(hnsw, options(512))
     assert hnsw.index.ef_search == 512 and capsys.readouterr().err == ""
+    apply_search_options(hnsw, options(64, "bf16"))
+    assert hnsw.index.search_method == "bf16" and hnsw.index.ef_search == 512
+    assert "--search bf16 scans every vector, so it is ignored" in capsys.readouterr().err
     exact = FaceGallery.build(vectors, names, _sources(names), model=MODEL)
-    apply_ef_search(exact, 512)
+    apply_search_options(exact, options(512))
     assert "this one is exact (recall 1), so it is ignored" in capsys.readouterr().err
+    found = exact.search(vectors, top_k=2)
+    apply_search_options(exact, options(search="bf16"))
+    assert exact.index.search_method == "bf16"
+    for got, want in zip(exact.search(vectors, top_k=2), found):
+        assert [(c.identity, c.image_id) for c in got] == [(c.identity, c.image_id) for c in want]
+        assert [c.score for c in got] == pytest.approx([c.score for c in want], abs=1e-6)
     for command in (["identify", "x.jpg", "--gallery", "G"], ["evaluate", "--gallery", "G", "--probes", "P"]):
         assert main([*command, "--ef-search", "0"]) == 2
         assert "--ef-search: must be a positive integer, got 0" in capsys.readouterr().err
+        assert main([*command, "--search", "fp16"]) == 2
+        err = capsys.readouterr().err
+        assert "--search: invalid choice: 'fp16'" in err and all(m in err.split("choose from")[1] for m in SEARCH_METHODS)

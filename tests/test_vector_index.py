@@ -135,6 +135,66 @@ def test_fewer_vectors_than_k_pads_with_minus_one_and_minus_inf(data, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_bf16_search_equals_brute_force_with_exact_scores(data, kind, monkeypatch):
+    """bf16 scan + float32 re-score: the brute-force top-k, exact scores; several scan chunks and re-score blocks."""
+    monkeypatch.setattr(vector_index, "_SCAN_CHUNK", 300)
+    monkeypatch.setattr(vector_index, "_RESCORE_QUERIES", 7)
+    vectors, ids, queries = data
+    index = VectorIndex.build(vectors, ids, kind=kind)
+    index.search_method = "bf16"
+    assert index.search_method == "bf16"
+    scores, found = index.search(queries, 5)
+    ref_scores, ref_ids = brute_force(vectors, ids, queries, 5)
+    assert scores.dtype == np.float32 and found.dtype == np.int64 and scores.shape == (50, 5)
+    np.testing.assert_array_equal(found, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)  # float32 re-scored, not bf16-rounded (~4e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bf16_search_follows_removals_and_additions(data, kind):
+    vectors, ids, queries = data
+    index = VectorIndex.build(vectors[:1000], ids[:1000], kind=kind)
+    index.search_method = "bf16"
+    index.search(queries, 3)  # makes the bf16 copy
+    gone = ids[:1000:3]
+    assert index.remove(gone) == len(gone)
+    live = ~np.isin(ids[:1000], gone)
+    _, found = index.search(queries, 3)
+    np.testing.assert_array_equal(found, brute_force(vectors[:1000][live], ids[:1000][live], queries, 3)[1])
+    index.add(vectors[1000:], ids[1000:])
+    keep = np.concatenate([live, np.ones(len(vectors) - 1000, bool)])
+    _, found = index.search(queries, 3)
+    np.testing.assert_array_equal(found, brute_force(vectors[keep], ids[keep], queries, 3)[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bf16_search_pads_like_faiss_when_fewer_vectors_than_k(data, kind):
+    vectors, ids, queries = data
+    index = VectorIndex.build(vectors[:3], ids[:3], kind=kind)
+    index.remove(ids[:1])
+    index.search_method = "bf16"
+    scores, found = index.search(queries[:2], 4)
+    assert sorted(found[0, :2].tolist()) == sorted(ids[1:3].tolist())
+    assert (found[:, 2:] == -1).all() and np.isneginf(scores[:, 2:]).all() and np.isfinite(scores[:, :2]).all()
+    empty = VectorIndex.empty(DIM, kind)
+    empty.search_method = "bf16"
+    assert (empty.search(queries[:1], 2)[1] == -1).all()
+
+
+def test_bf16_search_method_is_checked_and_warns_without_bf16_hardware(data, monkeypatch, caplog):
+    vectors, ids, _ = data
+    index = VectorIndex.build(vectors[:10], ids[:10], kind="exact")
+    with pytest.raises(VectorInputError, match=r"search method 'fp16' is not one of faiss, bf16"):
+        index.search_method = "fp16"
+    assert index.search_method == "faiss"
+    monkeypatch.setattr("modelscope_facemask.precision.cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger=vector_index.__name__):
+        index.search_method = "bf16"
+    assert "without bf16 hardware" in caplog.text and "'faiss'" in caplog.text
+    assert vector_index.SEARCH_METHODS == ("faiss", "bf16")
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_save_load_round_trip_keeps_results_and_removals(data, kind, tmp_path):
     vectors, ids, queries = data
     index = VectorIndex.build(vectors, ids, kind=kind)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .common import (DEFAULT_MODEL, UsageError, add_command, add_model_options, check_output_file, expand_inputs,
                      open_pipeline, positive_int, run_images, untrained_warning, write_json)
-from .gallery import add_ef_search_option, apply_ef_search, model_default
+from .gallery import add_search_options, apply_search_options, model_default
 
 DESCRIPTION = """Evaluate face verification on labelled pairs and calibrate `facemask compare`'s threshold.
 
@@ -46,7 +46,7 @@ def register(commands: Any) -> None:
                         "first (masked probes against the unmasked gallery)")
     parser.add_argument("--aggregate", choices=("best", "mean"), default="best",
                         help="1:N per-identity score: best image (default) or mean template")
-    add_ef_search_option(parser)
+    add_search_options(parser)
     add_model_options(parser)
     model_default(parser, f"{DEFAULT_MODEL}; with --gallery, the gallery's model")
     parser.add_argument("--plot", metavar="ROC.png", help="also draw the ROC curve (needs matplotlib)")
@@ -172,7 +172,7 @@ def run_identification(args: argparse.Namespace) -> int:
     gallery = FaceGallery.load(args.gallery)
     if len(gallery) == 0:
         raise UsageError(f"gallery {args.gallery!r} is empty: enrol images with `facemask gallery add`")
-    apply_ef_search(gallery, args.ef_search)
+    apply_search_options(gallery, args)
     embedded, problem_identities = _probe_embeddings(args, gallery)
     top_k = max(RANKS)
     searched = gallery.search(embedded.embeddings, top_k=top_k, aggregate=args.aggregate)

@@ -94,23 +94,31 @@ def model_default(parser: argparse.ArgumentParser, default: str) -> None:
                            f"model folder (default: {default})")
 
 
-def add_ef_search_option(parser: argparse.ArgumentParser) -> None:
-    """``--ef-search N``: the search breadth of an HNSW gallery for this run."""
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """``--ef-search N`` (HNSW search breadth) and ``--search faiss|bf16`` (how the gallery is searched)."""
     parser.add_argument("--ef-search", type=positive_int, default=None, metavar="N",
                         help="HNSW galleries (over 200,000 images): search breadth for this run; higher finds the "
                              "exact top-1 more often and is slower (default: the gallery's, 256 for new galleries; "
                              "at 1M images 256 gave recall@1 0.92 against exact search). Exact galleries ignore it")
+    parser.add_argument("--search", default="faiss", choices=("faiss", "bf16"),  # vector_index.SEARCH_METHODS
+                        help="faiss (default): the gallery index's own search; bf16: scan every enrolled embedding "
+                             "in bfloat16 and re-score the best in float32 (exact scores; fast on CPUs with AMX or "
+                             "avx512_bf16, slow without; also makes an HNSW gallery's answers exact-or-nearly)")
 
 
-def apply_ef_search(gallery: Any, value: int | None) -> None:
-    """Set ``--ef-search`` on an HNSW gallery's index (a note on stderr for an exact gallery, which needs none)."""
-    if value is None:
+def apply_search_options(gallery: Any, args: argparse.Namespace) -> None:
+    """Apply ``--search`` and ``--ef-search`` to the gallery's index (a note on stderr where --ef-search does
+    nothing: an exact gallery, or a bf16 scan)."""
+    gallery.index.search_method = args.search
+    if args.ef_search is None:
         return
-    if gallery.index.kind != "hnsw":
-        print(f"note: --ef-search applies to HNSW galleries; this one is {gallery.index.kind} (recall 1), so it is "
-              "ignored", file=sys.stderr)
+    if gallery.index.kind != "hnsw" or args.search != "faiss":
+        why = (f"this one is {gallery.index.kind} (recall 1)" if gallery.index.kind != "hnsw"
+               else f"--search {args.search} scans every vector")
+        print(f"note: --ef-search applies to the faiss search of HNSW galleries; {why}, so it is ignored",
+              file=sys.stderr)
         return
-    gallery.index.ef_search = value
+    gallery.index.ef_search = args.ef_search
 
 
 def enrol(args: argparse.Namespace, source: str, model: str) -> Any:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .common import (UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
                      positive_int, similarity_threshold, untrained_warning)
-from .gallery import add_ef_search_option, apply_ef_search, model_default
+from .gallery import add_search_options, apply_search_options, model_default
 
 
 def _description() -> str:
@@ -38,7 +38,7 @@ def register(commands: Any) -> None:
                              "placeholder, see above)")
     parser.add_argument("--aggregate", choices=("best", "mean"), default="best",
                         help="per-identity score: best image (default) or mean template")
-    add_ef_search_option(parser)
+    add_search_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_model_options(parser)
     model_default(parser, "the gallery's model")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     gallery = FaceGallery.load(args.gallery)  # a bad gallery fails before the model loads
     if len(gallery) == 0:
         raise UsageError(f"gallery {args.gallery!r} is empty: enrol images with `facemask gallery add`")
-    apply_ef_search(gallery, args.ef_search)
+    apply_search_options(gallery, args)
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     args.model = args.model or gallery.model.model
     pipeline = open_pipeline(args, max_faces=None)

@@ -22,6 +22,17 @@ incrementally, and reached recall@1 1.0 at efSearch 64 on 100k vectors (benchmar
 vectors recall@1 was 0.71 / 0.83 / 0.92 at efSearch 64 / 128 / 256 (1000 queries in 0.76 / 1.45 / 2.87 s): hence
 the default 256 (identification rank-1 0.997 there); ``facemask identify --ef-search`` trades further.
 
+Search methods (``search_method``; the index file is the same for both)
+    ``faiss``  FAISS's own search of the kind above (the default).
+    ``bf16``   a brute-force scan of every stored vector in bfloat16 (torch matmul, 65,536 vectors at a time), keeping
+               the best ``k + RESCORE_MARGIN`` per query, then those candidates re-scored in float32: the returned
+               scores are exact inner products, and the top-k differs from exact search only where a true neighbour
+               falls outside the candidates (bf16 rounds each score by up to ~0.004). Worth it on CPUs with bf16
+               matrix hardware (AMX, avx512_bf16), where it runs at several times the fp32 rate; it also makes an
+               hnsw gallery exact-or-nearly at brute-force cost. Measured at 1M face-like vectors on a 2-core
+               Sapphire Rapids: see benchmarks/results/gallery-scale-*.json and the README. Costs a bfloat16 copy of
+               the vectors (dim x 2 bytes each: 1 GiB per million 512-d vectors), made on the first such search.
+
 Threads: FAISS uses OpenMP with ``OMP_NUM_THREADS`` (default: all cores), independent of ``torch.set_num_threads``.
 A single hnsw query runs on one thread (HNSW parallelises over queries; a thread team only adds barrier waits, which
 cost tens of milliseconds on a busy machine).
@@ -29,6 +40,7 @@ Not thread-safe: do not call ``add``/``remove`` while another thread searches.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -39,7 +51,13 @@ from ..atomic_files import writing_file
 from ..errors import IndexFileError, VectorInputError
 from ..extras import require
 
+logger = logging.getLogger(__name__)
+
 INDEX_KINDS = ("auto", "exact", "hnsw")
+SEARCH_METHODS = ("faiss", "bf16")
+RESCORE_MARGIN = 32  # bf16 scan: candidates kept per query beyond k, re-scored in float32
+_SCAN_CHUNK = 65_536  # bf16 scan: stored vectors per matmul (bounds the (queries, chunk) score block)
+_RESCORE_QUERIES = 1_024  # bf16 scan: queries re-scored at a time (bounds the (queries, k + margin, dim) gather)
 EXACT_MAX_VECTORS = 200_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
@@ -115,6 +133,8 @@ class VectorIndex:
         self.kind = kind
         self.dim = int(index.d)
         self._removed = int(np.count_nonzero(self._id_map() < 0)) if kind == "hnsw" else 0
+        self._search_method = "faiss"
+        self._bf16_vectors: Any = None  # torch bfloat16 copy of the stored vectors, made by the first bf16 search
 
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -162,6 +182,7 @@ class VectorIndex:
         if present.any():
             raise VectorInputError(f"id {int(ids[present][0])} is already in the index ({int(present.sum())} of the "
                                    "ids given are); remove it first or use new ids")
+        self._bf16_vectors = None
         for start in range(0, len(ids), _ADD_CHUNK):
             self._index.add_with_ids(vectors[start:start + _ADD_CHUNK], ids[start:start + _ADD_CHUNK])
 
@@ -177,6 +198,7 @@ class VectorIndex:
             return 0
         faiss = _faiss()
         if self.kind == "exact":
+            self._bf16_vectors = None  # removal compacts the stored vectors
             return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
         id_map = self._id_map()
         hit = np.isin(id_map, ids)
@@ -201,9 +223,26 @@ class VectorIndex:
             raise VectorInputError(f"ef_search must be a positive integer, got {value!r}")
         self._graph().hnsw.efSearch = int(value)
 
+    @property
+    def search_method(self) -> str:
+        """How ``search`` runs: "faiss" (the default) or "bf16" (bf16 scan + float32 re-score; module docstring)."""
+        return self._search_method
+
+    @search_method.setter
+    def search_method(self, value: str) -> None:
+        if value not in SEARCH_METHODS:
+            raise VectorInputError(f"search method {value!r} is not one of {', '.join(SEARCH_METHODS)}")
+        if value == "bf16":
+            from ..precision import cpu_has_bf16
+
+            if not cpu_has_bf16():
+                logger.warning("bf16 gallery search on a CPU without bf16 hardware (no avx512_bf16/amx_bf16 flag): "
+                               "it runs, but slower than the default search; use search method 'faiss'")
+        self._search_method = value
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` inner products of each query row: (scores float32 (q, k) descending, ids int64 (q, k)).
-        Missing results (fewer than ``k`` vectors) are id -1 with score -inf."""
+        Missing results (fewer than ``k`` vectors) are id -1 with score -inf. Runs as ``search_method`` says."""
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise VectorInputError(f"k must be a positive integer, got {k!r}")
         queries = _check_rows("queries", queries, self.dim)
@@ -212,6 +251,8 @@ class VectorIndex:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
         if self._index.ntotal == 0:
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+        if self._search_method == "bf16":
+            return self._bf16_search(queries, k)
         faiss = _faiss()
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW()
@@ -233,6 +274,44 @@ class VectorIndex:
         scores = np.asarray(scores, np.float32)
         ids = np.asarray(ids, np.int64)
         scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def _bf16_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` by a bfloat16 scan of all stored vectors and a float32 re-score of the best ``k + margin``."""
+        import torch
+
+        stored = self._stored_vectors()
+        id_map = self._id_map()
+        if self._bf16_vectors is None:
+            self._bf16_vectors = torch.from_numpy(stored).to(torch.bfloat16)
+        dead = torch.from_numpy(id_map < 0) if self._removed else None
+        keep = min(k + RESCORE_MARGIN, len(stored))
+        scan = torch.from_numpy(queries).to(torch.bfloat16)
+        best_scores: list[Any] = []
+        best_rows: list[Any] = []
+        with torch.no_grad():
+            for start in range(0, len(stored), _SCAN_CHUNK):
+                block = scan @ self._bf16_vectors[start:start + _SCAN_CHUNK].T
+                if dead is not None:
+                    block[:, dead[start:start + _SCAN_CHUNK]] = -torch.inf
+                values, rows = torch.topk(block, min(keep, block.shape[1]), dim=1)
+                best_scores.append(values)
+                best_rows.append(rows + start)
+            merged, order = torch.topk(torch.cat(best_scores, 1).float(), keep, dim=1)
+            candidates = torch.gather(torch.cat(best_rows, 1), 1, order).numpy()
+        alive = np.isfinite(merged.numpy())
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        for start in range(0, len(queries), _RESCORE_QUERIES):
+            part = slice(start, start + _RESCORE_QUERIES)
+            exact = np.einsum("qd,qkd->qk", queries[part], stored[candidates[part]])
+            exact[~alive[part]] = -np.inf
+            order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+            top = np.take_along_axis(exact, order, axis=1)
+            found = np.isfinite(top)
+            width = top.shape[1]
+            scores[part, :width] = top
+            ids[part, :width] = np.where(found, id_map[np.take_along_axis(candidates[part], order, axis=1)], -1)
         return scores, ids
 
     # ---- inspection -----------------------------------------------------------------------------------------------
@@ -325,6 +404,15 @@ class VectorIndex:
 
     def _graph(self) -> Any:
         return _faiss().downcast_index(self._index.index)
+
+    def _stored_vectors(self) -> np.ndarray:
+        """A view (no copy) of all stored float32 vectors, tombstoned ones included; valid until the next change."""
+        faiss = _faiss()
+        flat = faiss.downcast_index(self._index.index if self.kind == "exact" else self._graph().storage)
+        total = int(flat.ntotal)
+        if total == 0:
+            return np.empty((0, self.dim), np.float32)
+        return faiss.rev_swig_ptr(flat.get_xb(), total * self.dim).reshape(total, self.dim)
 
 
 def faiss_vectors(flat_index: Any, dim: int) -> np.ndarray:

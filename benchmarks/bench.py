@@ -16,7 +16,9 @@ Modes (``--modes``, comma-separated; default: all that apply to the device):
   fp32-torch, fp32-onnxruntime, fp32-openvino  exact mode end to end on each engine
   det640                                         det_max_side=640 (torch, fp32)
   det640-onnxruntime, det640-openvino            det_max_side=640 on that engine (CPU)
-  fp16, bf16                                     end to end in half precision (GPU; bf16 on CPU only if asked)
+  fp16, bf16                                     end to end in half precision (GPU; bf16 also on CPUs with bf16
+                                                 hardware: AMX or avx512_bf16)
+  bf16-det640                                    bf16 with det_max_side=640 (CPUs with bf16 hardware)
   recognizer                                     recognizer-only batches: reference (batch 1) vs ours, each precision
 The reference runs once per input set (as many timed passes as each mode, median pass); every mode reports
 images/s, faces/s, batch-1 latency p50/p95, peak RSS (and peak GPU memory), achieved FLOP/s as % of peak, speed-up
@@ -49,6 +51,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+
+from modelscope_facemask.precision import cpu_has_bf16
 
 HERE = Path(__file__).resolve().parent
 SMALL_UNITS = (1, 2, 2, 1)
@@ -124,10 +128,12 @@ def gpu_peaks(name: str) -> tuple[str, dict[str, float]] | tuple[None, None]:
     return None, None
 
 
-def gemm_probe(device: torch.device, *, n: int = 2048, repeats: int = 10) -> dict[str, Any]:
-    """fp32 n x n matmul rate on ``device`` with the process's threads (median of ``repeats``), GFLOP/s."""
-    a = torch.randn(n, n, device=device, generator=None)
-    b = torch.randn(n, n, device=device)
+def gemm_probe(device: torch.device, *, n: int = 2048, repeats: int = 10,
+               dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """``dtype`` (fp32 unless given) n x n matmul rate on ``device`` with the process's threads (median of
+    ``repeats``), GFLOP/s."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     for _ in range(3):
         a @ b
     times = []
@@ -138,7 +144,7 @@ def gemm_probe(device: torch.device, *, n: int = 2048, repeats: int = 10) -> dic
         sync(device)
         times.append(time.perf_counter() - start)
     flop = 2.0 * n ** 3
-    return {"n": n, "threads": torch.get_num_threads(), "median_gflops": flop / statistics.median(times) / 1e9,
+    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(), "median_gflops": flop / statistics.median(times) / 1e9,
             "best_gflops": flop / min(times) / 1e9}
 
 
@@ -474,6 +480,8 @@ def run_ours_set(pipe, paths: list[str], device: torch.device, repeats: int, lat
 def peak_for(device: torch.device, precision: str, peaks: dict[str, Any]) -> tuple[float | None, str]:
     """The FLOP/s peak a mode is compared with, and its origin."""
     if device.type == "cpu":
+        if precision == "bf16" and "cpu_gemm_bf16_gflops" in peaks:
+            return peaks["cpu_gemm_bf16_gflops"] * 1e9, "bf16 GEMM probe, same run"
         return peaks["cpu_gemm_gflops"] * 1e9, "fp32 GEMM probe, same run"
     spec = peaks.get("gpu_spec_tflops")
     if not spec:
@@ -542,11 +550,13 @@ def measure_load(model: Path, threads: int, repeats: int = 2) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- the run
 def default_modes(device: torch.device) -> list[str]:
-    """CPU: fp32 on each engine, det640 (torch and OpenVINO), recognizer; CUDA: fp32 (torch), fp16, bf16, det640,
+    """CPU: fp32 on each engine, det640 (torch and OpenVINO), bf16 and bf16-det640 where the CPU has bf16
+    hardware, recognizer; CUDA: fp32 (torch), fp16, bf16, det640,
     recognizer (the onnxruntime and OpenVINO engines are CPU engines)."""
     if device.type == "cuda":
         return ["fp32-torch", "fp16", "bf16", "det640", "recognizer"]
-    return [f"fp32-{engine}" for engine in ENGINES] + ["det640", "det640-openvino", "recognizer"]
+    bf16 = ["bf16", "bf16-det640"] if cpu_has_bf16() else []  # CPUs with AMX / avx512_bf16 only
+    return [f"fp32-{engine}" for engine in ENGINES] + ["det640", "det640-openvino", *bf16, "recognizer"]
 
 
 def mode_options(mode: str) -> tuple[dict[str, Any], str]:
@@ -561,6 +571,8 @@ def mode_options(mode: str) -> tuple[dict[str, Any], str]:
         return {"det_max_side": 640, **({} if engine == "torch" else {"engine": engine})}, "fp32"
     if mode in ("fp16", "bf16"):
         return {"precision": mode}, mode
+    if mode == "bf16-det640":
+        return {"det_max_side": 640, "precision": "bf16"}, "bf16"
     raise ValueError(f"unknown mode {mode!r}; known: {', '.join(default_modes(torch.device('cuda')))}")
 
 
@@ -618,6 +630,9 @@ def run(args: argparse.Namespace, checkpoint: Callable[[dict[str, Any]], None] =
         progress("weights load measured")
         peaks: dict[str, Any] = {"cpu_gemm": gemm_probe(torch.device("cpu"), repeats=3 if smoke else 10)}
         peaks["cpu_gemm_gflops"] = peaks["cpu_gemm"]["median_gflops"]
+        if device.type == "cpu" and cpu_has_bf16():
+            peaks["cpu_gemm_bf16"] = gemm_probe(torch.device("cpu"), repeats=3 if smoke else 10, dtype=torch.bfloat16)
+            peaks["cpu_gemm_bf16_gflops"] = peaks["cpu_gemm_bf16"]["median_gflops"]
         if device.type == "cuda":
             peaks["gpu_gemm_fp32"] = gemm_probe(device)
             name, spec = gpu_peaks(report["device"]["gpu"])
@@ -668,7 +683,7 @@ def run(args: argparse.Namespace, checkpoint: Callable[[dict[str, Any]], None] =
                     n = ref_set["images"]
                     ours.update(fidelity(ours.pop("_outputs")[:n], ref_set["_outputs"]))
                     ours["speedup_vs_reference"] = ours["images_per_s"] / ref_set["images_per_s"]
-                    key = "det640" if mode.startswith("det640") else "full"
+                    key = "det640" if "det640" in mode else "full"
                     flop_per_image = flops_for(key, base if key == "full" else pipe, paths)
                     peak, origin = peak_for(device, precision, peaks)
                     achieved = flop_per_image * ours["images_per_s"]
@@ -745,7 +760,7 @@ def run_recognizer(ref, base, model: Path, detector: Path, device: torch.device,
                                  "batch1_latency_ms_p50": 1e3 * percentile(single, 50),
                                  "achieved_gflops": achieved / 1e9,
                                  "percent_of_peak": None if peak is None else 100 * achieved / peak, "peak_origin": origin,
-                                 "fraction_of_cpu_gemm": achieved / 1e9 / peaks["cpu_gemm_gflops"] if device.type == "cpu" else None,
+                                 "fraction_of_cpu_gemm": achieved / peak if device.type == "cpu" else None,
                                  "min_cosine_vs_reference": float(cos.min()),
                                  "max_abs_embedding_diff": float(np.abs(got[:ref_count] - reference_embed).max()), **memory}
         except Exception as exc:  # one failing variant must not sink the run
@@ -787,7 +802,8 @@ def targets(report: dict[str, Any], device: torch.device) -> dict[str, Any]:
                                                         best_exact)
     runs = modes.get("recognizer", {}).get("runs", {})
     measured["cpu_recognizer_fraction_of_gemm"] = _best(
-        [(r.get("fraction_of_cpu_gemm"), f"recognizer.{n}") for n, r in runs.items() if r.get("available")], True)
+        [(r.get("fraction_of_cpu_gemm"), f"recognizer.{n}") for n, r in runs.items()
+         if r.get("available") and n.startswith("fp32-")], True)
     fp16 = runs.get("fp16", {})
     if fp16.get("available") and "failed" not in fp16:
         measured["gpu_recognizer_fp16_faces_per_s"] = (fp16["faces_per_s"], "recognizer.fp16")

@@ -142,7 +142,10 @@ def table(paths: Sequence[Path]) -> str:
     for path in paths:
         data = load_result(path)
         peaks = data.get("peaks", {})
-        peak = (f"peak: fp32 GEMM probe {fmt(peaks.get('cpu_gemm_gflops'))} GFLOP/s" if data["device"].get("type") != "cuda"
+        bf16 = (f", bf16 modes against the bf16 GEMM probe {fmt(peaks['cpu_gemm_bf16_gflops'])} GFLOP/s"
+                if "cpu_gemm_bf16_gflops" in peaks else "")
+        peak = (f"peak: fp32 GEMM probe {fmt(peaks.get('cpu_gemm_gflops'))} GFLOP/s{bf16}"
+                if data["device"].get("type") != "cuda"
                 else f"peak: spec sheet {peaks.get('gpu_spec_name')} (dense; fp32 modes vs TF32)")
         parts += [describe(data, Path(path).name), "", *mode_rows(data), "",
                   f"Speed-up: images/s over the reference flow on the same images in the same run; {peak}.", ""]

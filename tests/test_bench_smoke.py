@@ -114,6 +114,22 @@ def test_recognizer_only_flops_match_an_independent_count(smoke):
         torch_run["achieved_gflops"] / data["peaks"]["cpu_gemm_gflops"], rel=1e-9)
 
 
+def test_cpu_bf16_modes_follow_the_hardware_and_use_the_bf16_peak(monkeypatch):
+    bench = _load_module("bench")
+    cpu = torch.device("cpu")
+    assert bench.mode_options("bf16-det640") == ({"det_max_side": 640, "precision": "bf16"}, "bf16")
+    monkeypatch.setattr(bench, "cpu_has_bf16", lambda: True)
+    assert {"bf16", "bf16-det640"} <= set(bench.default_modes(cpu))
+    monkeypatch.setattr(bench, "cpu_has_bf16", lambda: False)
+    assert not {"bf16", "bf16-det640"} & set(bench.default_modes(cpu))
+    peaks = {"cpu_gemm_gflops": 300.0, "cpu_gemm_bf16_gflops": 900.0}
+    assert bench.peak_for(cpu, "bf16", peaks) == (900e9, "bf16 GEMM probe, same run")
+    assert bench.peak_for(cpu, "fp32", peaks) == (300e9, "fp32 GEMM probe, same run")
+    assert bench.peak_for(cpu, "bf16", {"cpu_gemm_gflops": 300.0})[0] == 300e9  # no bf16 hardware: no bf16 probe
+    probe = bench.gemm_probe(cpu, n=64, repeats=2, dtype=torch.bfloat16)
+    assert probe["dtype"] == "bfloat16" and _finite_positive(probe["median_gflops"])
+
+
 def test_targets_block_lists_every_target_and_judges_it(smoke):
     data, _ = smoke
     assert set(data["targets"]) == ISSUE_TARGETS

@@ -176,7 +176,7 @@ class Head(nn.Module):
 
 class RetinaFace(nn.Module):
     """RetinaFace network. ``forward`` takes (B, 3, H, W) mean-subtracted float images and returns
-    ``(loc (B,N,4), conf (B,N,2) softmaxed, landmarks (B,N,10))`` — the reference's raw outputs."""
+    ``(loc (B,N,4), conf (B,N,2) softmaxed, landmarks (B,N,10))`` — the reference's raw outputs (conf always float32)."""
 
     def __init__(self, config: RetinaFaceConfig = RESNET50_CONFIG) -> None:
         super().__init__()
@@ -198,7 +198,9 @@ class RetinaFace(nn.Module):
         loc = torch.cat([head(f) for head, f in zip(self.BboxHead, features)], dim=1)
         conf = torch.cat([head(f) for head, f in zip(self.ClassHead, features)], dim=1)
         landmarks = torch.cat([head(f) for head, f in zip(self.LandmarkHead, features)], dim=1)
-        return loc, F.softmax(conf, dim=-1), landmarks
+        # softmax in float32 (a no-op in fp32): in bf16/fp16 every score above ~0.998 would round to 1.0, and NMS
+        # would choose among tied anchors whose landmarks differ by several pixels
+        return loc, F.softmax(conf.float(), dim=-1), landmarks
 
 
 def retinaface(config: RetinaFaceConfig | Mapping[str, Any] = RESNET50_CONFIG) -> RetinaFace:

@@ -18,7 +18,8 @@ Modes (``--modes``, comma-separated; default: all that apply to the device):
   det640-onnxruntime, det640-openvino            det_max_side=640 on that engine (CPU)
   fp16, bf16                                     end to end in half precision (GPU; bf16 also on CPUs with bf16
                                                  hardware: AMX or avx512_bf16)
-  bf16-det640                                    bf16 with det_max_side=640 (CPUs with bf16 hardware)
+  bf16-openvino, bf16-det640[-openvino]          bf16 on OpenVINO, and with det_max_side=640 (CPUs with bf16
+                                                 hardware)
   recognizer                                     recognizer-only batches: reference (batch 1) vs ours, each precision
 The reference runs once per input set (as many timed passes as each mode, median pass); every mode reports
 images/s, faces/s, batch-1 latency p50/p95, peak RSS (and peak GPU memory), achieved FLOP/s as % of peak, speed-up
@@ -550,12 +551,12 @@ def measure_load(model: Path, threads: int, repeats: int = 2) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- the run
 def default_modes(device: torch.device) -> list[str]:
-    """CPU: fp32 on each engine, det640 (torch and OpenVINO), bf16 and bf16-det640 where the CPU has bf16
-    hardware, recognizer; CUDA: fp32 (torch), fp16, bf16, det640,
+    """CPU: fp32 on each engine, det640 (torch and OpenVINO), bf16 (torch, OpenVINO) and bf16-det640-openvino
+    where the CPU has bf16 hardware, recognizer; CUDA: fp32 (torch), fp16, bf16, det640,
     recognizer (the onnxruntime and OpenVINO engines are CPU engines)."""
     if device.type == "cuda":
         return ["fp32-torch", "fp16", "bf16", "det640", "recognizer"]
-    bf16 = ["bf16", "bf16-det640"] if cpu_has_bf16() else []  # CPUs with AMX / avx512_bf16 only
+    bf16 = ["bf16", "bf16-openvino", "bf16-det640-openvino"] if cpu_has_bf16() else []  # AMX / avx512_bf16 only
     return [f"fp32-{engine}" for engine in ENGINES] + ["det640", "det640-openvino", *bf16, "recognizer"]
 
 
@@ -571,8 +572,17 @@ def mode_options(mode: str) -> tuple[dict[str, Any], str]:
         return {"det_max_side": 640, **({} if engine == "torch" else {"engine": engine})}, "fp32"
     if mode in ("fp16", "bf16"):
         return {"precision": mode}, mode
-    if mode == "bf16-det640":
-        return {"det_max_side": 640, "precision": "bf16"}, "bf16"
+    if mode.startswith("bf16-"):  # bf16-det640, bf16-openvino, bf16-det640-openvino
+        rest = mode.split("-")[1:]
+        engine = rest[-1] if rest[-1] in ENGINES else "torch"
+        options: dict[str, Any] = {"precision": "bf16"}
+        if "det640" in rest:
+            options["det_max_side"] = 640
+        if engine != "torch":
+            options["engine"] = engine
+        if set(rest) - {"det640", engine}:
+            raise ValueError(f"unknown mode {mode!r}")
+        return options, "bf16"
     raise ValueError(f"unknown mode {mode!r}; known: {', '.join(default_modes(torch.device('cuda')))}")
 
 
@@ -734,6 +744,8 @@ def run_recognizer(ref, base, model: Path, detector: Path, device: torch.device,
         variants += [(f"fp32-{e}", {"engine": e}, "fp32") for e in ENGINES[1:]]
         if "bf16" in modes:
             variants.append(("bf16", {"precision": "bf16"}, "bf16"))
+        if "bf16-openvino" in modes:
+            variants.append(("bf16-openvino", {"precision": "bf16", "engine": "openvino"}, "bf16"))
     for name, options, precision in variants:
         if budget.left() < 15:
             out["runs"][name] = {"skipped": "time budget (--max-seconds) spent"}

@@ -118,10 +118,16 @@ def test_cpu_bf16_modes_follow_the_hardware_and_use_the_bf16_peak(monkeypatch):
     bench = _load_module("bench")
     cpu = torch.device("cpu")
     assert bench.mode_options("bf16-det640") == ({"det_max_side": 640, "precision": "bf16"}, "bf16")
+    assert bench.mode_options("bf16-openvino") == ({"precision": "bf16", "engine": "openvino"}, "bf16")
+    assert bench.mode_options("bf16-det640-openvino") == (
+        {"precision": "bf16", "det_max_side": 640, "engine": "openvino"}, "bf16")
+    with pytest.raises(ValueError, match="unknown mode 'bf16-fast'"):
+        bench.mode_options("bf16-fast")
     monkeypatch.setattr(bench, "cpu_has_bf16", lambda: True)
-    assert {"bf16", "bf16-det640"} <= set(bench.default_modes(cpu))
+    bf16_modes = {"bf16", "bf16-openvino", "bf16-det640-openvino"}
+    assert bf16_modes <= set(bench.default_modes(cpu))
     monkeypatch.setattr(bench, "cpu_has_bf16", lambda: False)
-    assert not {"bf16", "bf16-det640"} & set(bench.default_modes(cpu))
+    assert not bf16_modes & set(bench.default_modes(cpu))
     peaks = {"cpu_gemm_gflops": 300.0, "cpu_gemm_bf16_gflops": 900.0}
     assert bench.peak_for(cpu, "bf16", peaks) == (900e9, "bf16 GEMM probe, same run")
     assert bench.peak_for(cpu, "fp32", peaks) == (300e9, "fp32 GEMM probe, same run")

@@ -3,7 +3,8 @@
 ``torch`` (the default and the parity reference) runs the PyTorch module itself, in any precision and on any device.
 ``onnxruntime`` and ``openvino`` run graphs exported from the same weights (:mod:`.export`): given in a folder
 written by ``facemask export`` (``engine_dir``), or exported on first use into a cache keyed by the weights'
-sha256 (:mod:`.export_cache`). They run on the CPU in fp32 only, with as many threads as ``torch.get_num_threads()``
+sha256 (:mod:`.export_cache`). They run on the CPU in fp32 (``openvino`` also in bf16 on CPUs with bf16 hardware:
+the same fp32 graph, compiled with OpenVINO's bf16 inference precision), with as many threads as ``torch.get_num_threads()``
 (which honours ``OMP_NUM_THREADS`` and ``torch.set_num_threads``). A requested engine that is not installed raises
 :class:`~modelscope_facemask.errors.MissingExtraError` naming the extra (``[onnx]``, ``[openvino]``).
 """
@@ -43,17 +44,30 @@ def check_engine(value: Any, *, where: str = "engine") -> str | None:
     raise ConfigurationError(f"{where} must be one of {', '.join(repr(e) for e in ENGINES)}, got {value!r}")
 
 
+#: precisions each exported engine runs (the torch engine runs every precision)
+ENGINE_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
+
+
 def check_engine_setup(engine: str, device: torch.device | str, precision: str) -> None:
-    """Refuse what an exported engine cannot run: a non-CPU device, or a precision other than fp32
-    (:class:`ConfigurationError`); and refuse an engine that is not installed (``MissingExtraError``)."""
+    """Refuse what an exported engine cannot run: a non-CPU device, a precision it does not offer, or bf16 on a CPU
+    without bf16 hardware (:class:`ConfigurationError`); and refuse an engine that is not installed
+    (``MissingExtraError``)."""
     if engine == DEFAULT_ENGINE:
         return
     if torch.device(device).type != "cpu":
         raise ConfigurationError(f"engine {engine!r} runs on the CPU only, but the device is {str(device)!r}: pass "
                                  f"device='cpu' (--device cpu), or use engine='torch' on CUDA")
-    if precision != "fp32":
-        raise ConfigurationError(f"engine {engine!r} runs in fp32 only, but precision {precision!r} was asked for: "
+    offered = ENGINE_PRECISIONS[engine]
+    if precision not in offered:
+        only = " or ".join(offered)
+        raise ConfigurationError(f"engine {engine!r} runs in {only} only, but precision {precision!r} was asked for: "
                                  f"use precision='fp32' with {engine!r}, or engine='torch' for fp16/bf16")
+    if precision == "bf16":
+        from ..precision import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            raise ConfigurationError(f"engine {engine!r} runs bf16 only on CPUs with bf16 hardware (avx512_bf16 or "
+                                     "amx_bf16), and this CPU has none: use precision='fp32' (the default)")
     require_engine(engine)
 
 

@@ -172,8 +172,9 @@ def exported_graph(folder: str | os.PathLike, kind: str, engine: str, sha256: st
 
 def network_engine(net: torch.nn.Module, kind: str, engine: str, *, precision: str = "fp32",
                    weights_file: str | os.PathLike | None = None, engine_dir: str | os.PathLike | None = None) -> Any:
-    """An engine running ``net`` (already prepared for the torch engine): the torch module itself, or the
-    exported graph from ``engine_dir`` or the cache. Logs at INFO which engine runs and from which file."""
+    """An engine running ``net``: the torch module itself (already prepared in ``precision``), or the exported graph
+    from ``engine_dir`` or the cache (``net`` in fp32: graphs are always exported in fp32, and openvino runs one in
+    bf16 when ``precision`` says so). Logs at INFO which engine runs and from which file."""
     from . import DEFAULT_ENGINE
 
     if engine == DEFAULT_ENGINE:
@@ -184,13 +185,17 @@ def network_engine(net: torch.nn.Module, kind: str, engine: str, *, precision: s
     if engine_dir is not None:
         graph, how = exported_graph(engine_dir, kind, engine, sha256), GIVEN
     else:
-        graph, how = cached_graph(net, kind, engine, sha256, precision)
+        graph, how = cached_graph(net, kind, engine, sha256)
     if engine == "onnxruntime":
-        from .onnxruntime_engine import OnnxRuntimeEngine as Engine
+        from .onnxruntime_engine import OnnxRuntimeEngine
+
+        runner: Any = OnnxRuntimeEngine(graph, source=how)
     else:
-        from .openvino_engine import OpenVinoEngine as Engine
-    runner = Engine(graph, source=how)
-    logger.info("FaceMask %s runs on %s (CPU, fp32, %d threads) from %s", kind, engine, runner.threads, runner.source)
+        from .openvino_engine import OpenVinoEngine
+
+        runner = OpenVinoEngine(graph, source=how, precision=precision)
+    logger.info("FaceMask %s runs on %s (CPU, %s, %d threads) from %s", kind, engine, precision, runner.threads,
+                runner.source)
     return runner
 
 

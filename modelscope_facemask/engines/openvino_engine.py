@@ -1,5 +1,6 @@
 """The ``openvino`` engine: an exported graph (OpenVINO IR ``.xml``, or ONNX) compiled for OpenVINO's CPU plugin,
-with fp32 inference precision (OpenVINO would otherwise pick bf16 on CPUs that have it)."""
+with fp32 inference precision by default (OpenVINO would otherwise pick bf16 on CPUs that have it), or bf16 when
+asked for (the same fp32 graph; OpenVINO runs its convolutions and matmuls in bf16 on AMX / avx512_bf16)."""
 from __future__ import annotations
 
 import os
@@ -13,16 +14,21 @@ from . import require_engine
 from .onnxruntime_engine import engine_threads
 
 
+#: our precision name -> OpenVINO's INFERENCE_PRECISION_HINT
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+
 class OpenVinoEngine:
     """One compiled model for one graph; inputs are float32 NCHW arrays, outputs float32 CPU tensors."""
 
     name = "openvino"
 
-    def __init__(self, graph: str | os.PathLike, *, source: str = "") -> None:
+    def __init__(self, graph: str | os.PathLike, *, source: str = "", precision: str = "fp32") -> None:
         ov = require_engine("openvino")
         self.graph = Path(graph)
         self.threads = engine_threads()
-        config = {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32",
+        self.precision = precision
+        config = {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision],
                   "PERFORMANCE_HINT": "LATENCY"}
         self.compiled = ov.Core().compile_model(str(self.graph), "CPU", config)
         self.request = self.compiled.create_infer_request()

@@ -74,7 +74,8 @@ class FaceRecognizer:
         self.precision = check_precision(precision, where="precision") or DEFAULT_PRECISION
         self.engine_name = check_engine(engine) or DEFAULT_ENGINE
         check_engine_setup(self.engine_name, self.device, self.precision)
-        self.net = prepare_net(net, self.device, self.precision)
+        exported = self.engine_name != DEFAULT_ENGINE  # graphs are exported from the fp32 module
+        self.net = prepare_net(net, self.device, "fp32" if exported else self.precision)
         self.batch_size = default_batch_size(self.device) if batch_size is None else positive_batch_size(batch_size)
         self.input_size = net.input_size
         #: what runs the network: the torch module (read at each call, so replacing ``self.net`` takes effect) or an

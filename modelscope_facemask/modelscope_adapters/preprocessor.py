@@ -127,12 +127,14 @@ class FaceMaskPreprocessor(Preprocessor):
             settings = DetectionSettings(det_max_side=self.settings.det_max_side,
                                          pad_batches=self.settings.pad_batches,
                                          batched_postprocess=self.settings.batched_postprocess)
-            self._detector = FaceDetector.from_pretrained(folder, device=self.device_used, precision=self.precision,
-                                                          settings=settings)
-            if self.settings.engine != DEFAULT_ENGINE:
+            exported = self.settings.engine != DEFAULT_ENGINE  # graphs are exported from the fp32 module
+            self._detector = FaceDetector.from_pretrained(folder, device=self.device_used, settings=settings,
+                                                          precision="fp32" if exported else self.precision)
+            if exported:
                 from ..engines.export_cache import network_engine
 
                 self._detector.engine = network_engine(self._detector.net, "detector", self.settings.engine,
+                                                       precision=self.precision,
                                                        weights_file=self._detector.weights_file,
                                                        engine_dir=self.engine_dir)
             logger.info("RetinaFace detector (%s) loaded from %s on %s (%s)", self._detector.config.name, folder,

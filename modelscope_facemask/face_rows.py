@@ -9,7 +9,8 @@ of the run (:func:`modelscope_facemask.regress.run_metadata`).
 
 A rows *folder* (``facemask embed --out DIR``) holds shards ``part-<sha>.parquet``, each written atomically (a
 temporary hidden sibling renamed into place), so a shard that exists is complete; an interrupted run is resumed
-by skipping the sources its shards already hold (:func:`done_sources`).
+by skipping the sources its shards already hold (:func:`done_sources`). Sources whose rows are error rows count as
+done too, unless :func:`drop_error_rows` removes those rows first (``facemask embed --retry-errors``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -227,6 +228,29 @@ def done_sources(folder: str | os.PathLike, metadata: Mapping[str, Any] | None =
             check_same_run(metadata, rows_metadata(table), f"shard {str(f)!r}")
         done.update(table.column("source").to_pylist())
     return done
+
+
+def drop_error_rows(folder: str | os.PathLike, sources: Collection[str]) -> list[str]:
+    """Remove the error rows (``error`` not null) of ``sources`` from the shards of a rows folder, so that those
+    sources count as not done and the next run embeds them again. Each shard concerned is rewritten atomically in
+    place (removed when nothing else is left in it), so an interruption leaves every shard either as it was or
+    without those rows. Returns the sources whose error rows were removed, in shard order."""
+    pc = require("pyarrow.compute", "ray", "face rows (Parquet)")
+    pa = _pa()
+    wanted = pa.array(sorted(set(sources)), pa.string())
+    removed: list[str] = []
+    for path in shard_files(folder):
+        table = _read_file(path, None)
+        drop = pc.and_(pc.is_valid(table.column("error")), pc.is_in(table.column("source"), value_set=wanted))
+        if not pc.any(drop).as_py():
+            continue
+        removed += table.filter(drop).column("source").to_pylist()
+        kept = table.filter(pc.invert(drop))
+        if kept.num_rows:
+            write_face_rows(kept, path)
+        else:
+            path.unlink()
+    return removed
 
 
 def folder_metadata(folder: str | os.PathLike) -> dict[str, Any] | None:

@@ -14,8 +14,8 @@ import pytest
 from modelscope_facemask import FaceMaskPipeline
 from modelscope_facemask.cli import main
 from modelscope_facemask.errors import FaceRowsError
-from modelscope_facemask.face_rows import (METADATA_KEY, done_sources, face_rows, read_face_rows, rows_metadata,
-                                           write_face_rows, write_shard)
+from modelscope_facemask.face_rows import (METADATA_KEY, done_sources, drop_error_rows, face_rows, read_face_rows,
+                                           rows_metadata, write_face_rows, write_shard)
 
 from .regression.inputs import build_model
 
@@ -146,6 +146,42 @@ def test_cli_folder_resumes_and_refuses_another_contract(model_dir, images, tmp_
     assert main([*args, "--det-max-side", "320"]) == 2  # another embedding contract
     assert "another model, embedding contract or precision" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == shards
+
+
+def test_drop_error_rows_rewrites_only_the_shards_concerned(images, outputs, tmp_path):
+    sources = list(images.values())  # group, portrait, blank (no face: not an error), corrupt (error row)
+    keep = write_shard(face_rows(sources[:2], outputs[:2], metadata=METADATA), tmp_path / "rows")
+    mixed = write_shard(face_rows(sources[2:], outputs[2:], metadata=METADATA), tmp_path / "rows")
+    only_error = write_shard(face_rows(["gone.jpg"], [outputs[3]], metadata=METADATA), tmp_path / "rows")
+    before = keep.read_bytes()
+    assert drop_error_rows(tmp_path / "rows", ["x.jpg"]) == []  # no error row of these sources: nothing changes
+    assert drop_error_rows(tmp_path / "rows", [*sources, "gone.jpg"]) == [images["corrupt"], "gone.jpg"]
+    assert keep.read_bytes() == before and not only_error.exists()  # an all-error shard is removed
+    assert sorted(p.name for p in (tmp_path / "rows").iterdir()) == sorted([keep.name, mixed.name])  # no temporaries
+    left = read_face_rows(mixed)
+    assert left.column("source").to_pylist() == [images["blank"]] and rows_metadata(left) == METADATA
+    assert done_sources(tmp_path / "rows") == set(sources[:3])
+    assert drop_error_rows(tmp_path / "rows", sources) == []
+
+
+def test_cli_retry_errors_embeds_the_failed_images_again(model_dir, images, tmp_path, capsys):
+    out = tmp_path / "rows"
+    broken = tmp_path / "later_fixed.jpg"
+    broken.write_bytes(Path(images["corrupt"]).read_bytes())
+    args = ["embed", images["portrait"], str(broken), "--model", str(model_dir), "--device", "cpu", "--out", str(out)]
+    assert main(args) == 1
+    capsys.readouterr()
+    broken.write_bytes(Path(images["group"]).read_bytes())  # the user replaces the bad file
+    assert main(args) == 0  # a plain rerun skips it: its error row counts as done
+    assert "0 image(s) embedded, 2 already in" in capsys.readouterr().out
+    assert main([*args, "--retry-errors"]) == 0
+    captured = capsys.readouterr()
+    assert "1 error row(s) removed" in captured.err and "1 image(s) embedded, 1 already in" in captured.out
+    rows = read_face_rows(out)
+    assert rows.column("error").null_count == rows.num_rows
+    assert sorted(set(rows.column("source").to_pylist())) == sorted([images["portrait"], str(broken)])
+    assert main([*args[:-2], "--out", str(tmp_path / "e.npz"), "--retry-errors"]) == 2
+    assert "--retry-errors applies to a rows folder" in capsys.readouterr().err
 
 
 def test_cli_usage_errors(model_dir, images, tmp_path, capsys):

@@ -21,7 +21,8 @@ keypoints (m, 10) and metadata (JSON: model, device, precision, versions, weight
 --out FILE.jsonl (or '-' for stdout) writes one JSON object per image.
 --out FILE.parquet writes face rows, one row per face: source, face_index, box, score, landmarks, embedding, error
 (an image without a face or with an error gets one row with face_index -1), with the metadata in the schema.
---out DIR writes a folder of such Parquet shards, each written atomically: a rerun skips the sources already there.
+--out DIR writes a folder of such Parquet shards, each written atomically: a rerun skips the sources already there
+(those with an error row too, unless --retry-errors).
 --ray computes them on Ray Data with an actor pool of --workers pipelines (Ray started locally, or the cluster at
 --ray-address). Exit code 1 when an image cannot be read."""
 
@@ -39,6 +40,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--shard-size", type=positive_int, default=1000, metavar="N",
                         help="images per Parquet shard with --out DIR (default 1000); an interrupted run redoes at "
                              "most the shard in progress")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="with --out DIR: embed again the given images whose rows there are error rows (those "
+                             "rows are removed first; without it a rerun skips them like any image already done)")
     ray = parser.add_argument_group("Ray Data (extra [ray]; needs --out DIR)")
     ray.add_argument("--ray", action="store_true", help="run on Ray Data: a pool of --workers actors, one pipeline "
                      "each (and one GPU each when the cluster has GPUs)")
@@ -107,6 +111,8 @@ def _check_options(args: argparse.Namespace, kind: str) -> None:
         raise UsageError("--workers and --cpus-per-worker need --ray; without it, embed runs in this process")
     if args.ray and kind != "folder":
         raise UsageError("--ray writes a folder of Parquet shards: give --out DIR (a folder name without a suffix)")
+    if args.retry_errors and kind != "folder":
+        raise UsageError("--retry-errors applies to a rows folder: give --out DIR (a folder name without a suffix)")
     if kind == "folder":
         check_output_parent(args.out, "--out")
         try:
@@ -140,6 +146,7 @@ def _run_ray(args: argparse.Namespace, sources: list[str], max_faces: Any) -> in
 
     require("ray", "ray", "facemask embed --ray")
     model_dir = resolve_model_dir(args.model)  # downloads and hub errors here, once, not in every actor
+    _retry_errors(args, sources)
     spec = EmbedSpec(model_dir=model_dir, model=args.model, detector=resolve_detector(args, model_dir),
                      device=args.device, precision=args.precision, det_max_side=args.det_max_side,
                      max_faces=MODEL_MAX_FACES if max_faces is KEEP else max_faces, batch_size=args.batch_size,
@@ -153,6 +160,17 @@ def _run_ray(args: argparse.Namespace, sources: list[str], max_faces: Any) -> in
         raise UsageError(str(exc)) from None
     print(summary.line(args.out))
     return 1 if summary.errors else 0
+
+
+def _retry_errors(args: argparse.Namespace, sources: list[str]) -> None:
+    """With --retry-errors: remove the error rows of these sources from --out (they are then embedded again)."""
+    if not args.retry_errors:
+        return
+    from ..face_rows import drop_error_rows
+
+    removed = drop_error_rows(args.out, sources)
+    print(f"--retry-errors: {len(removed)} error row(s) removed from {args.out!r}; embedding those images again",
+          file=sys.stderr)
 
 
 def _run_folder(args: argparse.Namespace, pipeline: Any, sources: list[str], max_faces: Any, progress: bool) -> int:
@@ -174,6 +192,7 @@ def _run_folder(args: argparse.Namespace, pipeline: Any, sources: list[str], max
         except FaceRowsError as exc:
             raise UsageError(str(exc)) from None
     sources = unique_sources(sources)
+    _retry_errors(args, sources)
     done = done_sources(args.out)
     pending = [s for s in sources if s not in done]
     images = faces = errors = 0

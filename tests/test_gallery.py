@@ -252,6 +252,10 @@ def test_folder_tree_and_csv_sources(tmp_path):
         read_source(tmp_path / "empty")
     with pytest.raises(EnrolmentSourceError, match="no such file or folder"):
         read_source(tmp_path / "missing")
+    vectors, names, _ = _clustered(13, identities=2, per_identity=2)
+    gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL).save(tmp_path / "G")
+    with pytest.raises(EnrolmentSourceError, match=r"'.*G' is a gallery, not a source of images.*gallery add"):
+        read_source(gallery)
 
 
 def test_hnsw_gallery_finds_what_exact_search_finds_and_survives_removal_and_reload(tmp_path):

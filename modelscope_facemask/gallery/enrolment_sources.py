@@ -77,6 +77,13 @@ def read_source(path: str | os.PathLike) -> LabelledImages | EmbeddedFaces:
     if not path.exists():
         raise EnrolmentSourceError(f"no such file or folder: {str(path)!r} (give an IDENTITY/*.jpg folder tree, a "
                                    "path,identity CSV, or Parquet face rows from `facemask embed --ray`)")
+    from .gallery_folder import is_gallery_folder
+
+    if path.is_dir() and is_gallery_folder(path):
+        raise EnrolmentSourceError(f"{str(path)!r} is a gallery, not a source of images: enrol from the images (an "
+                                   "IDENTITY/*.jpg folder tree or a path,identity CSV) or from the face rows of "
+                                   "`facemask embed --out DIR`; to change this gallery use `facemask gallery add` or "
+                                   "`facemask gallery remove`")
     if is_face_rows(path):
         return read_face_rows_source(path)
     if path.is_dir():

@@ -394,3 +394,9 @@ def test_scrub_token_masks_every_form():
     scrubbed = scrub_token(text, token)
     assert scrubbed == "Authorization: Bearer ***; Cookie: m_session_id=***; q=***"
     assert scrub_token(text, "") == text
+
+
+def test_a_short_token_is_masked_where_it_stands_alone_only():
+    text = "Authorization: Bearer abc; Cookie: m_session_id=abc\nabcdef uploaded to /models/xabc, token=abc"
+    assert scrub_token(text, "abc") == ("Authorization: Bearer ***; Cookie: m_session_id=***\nabcdef uploaded to "
+                                        "/models/xabc, token=***")

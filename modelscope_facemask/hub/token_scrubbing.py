@@ -1,7 +1,9 @@
 """Keep the hub access token out of everything a command prints.
 
 A hub (or a proxy) that echoes request headers puts the token into error messages: ``Authorization: Bearer <token>``,
-``Cookie: m_session_id=<token>``. :func:`scrub_token` masks every occurrence (raw and URL-encoded); while
+``Cookie: m_session_id=<token>``. :func:`scrub_token` masks every occurrence (raw and URL-encoded; a form shorter than
+:data:`SHORT_FORM` characters only where it stands alone, so that a test token like ``abc`` does not mask every word
+containing it); while
 :func:`scrubbed_output` is active, ``sys.stdout``, ``sys.stderr``
 and every log record (whichever handler writes it) mask it too, whoever writes (our messages, ModelScope's logs,
 warnings, tracebacks under ``-v``).
@@ -11,12 +13,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from typing import Any, Iterator
 from urllib.parse import quote, quote_plus
 
 TOKEN_ENV = "MODELSCOPE_API_TOKEN"
 MASK = "***"
+#: forms shorter than this are masked only where no token character touches them (real tokens are 30+ characters)
+SHORT_FORM = 8
+_TOKEN_CHARS = r"A-Za-z0-9_.~%-"
 
 
 def token_forms(token: str) -> list[str]:
@@ -36,7 +42,10 @@ def scrub_token(text: str, token: str | None = None) -> str:
     if not token:
         return text
     for form in token_forms(token):
-        text = text.replace(form, MASK)
+        if len(form) >= SHORT_FORM:
+            text = text.replace(form, MASK)
+        else:
+            text = re.sub(rf"(?<![{_TOKEN_CHARS}]){re.escape(form)}(?![{_TOKEN_CHARS}])", MASK, text)
     return text
 
 

@@ -155,7 +155,7 @@ def test_drop_error_rows_rewrites_only_the_shards_concerned(images, outputs, tmp
     only_error = write_shard(face_rows(["gone.jpg"], [outputs[3]], metadata=METADATA), tmp_path / "rows")
     before = keep.read_bytes()
     assert drop_error_rows(tmp_path / "rows", ["x.jpg"]) == []  # no error row of these sources: nothing changes
-    assert drop_error_rows(tmp_path / "rows", [*sources, "gone.jpg"]) == [images["corrupt"], "gone.jpg"]
+    assert sorted(drop_error_rows(tmp_path / "rows", [*sources, "gone.jpg"])) == sorted([images["corrupt"], "gone.jpg"])
     assert keep.read_bytes() == before and not only_error.exists()  # an all-error shard is removed
     assert sorted(p.name for p in (tmp_path / "rows").iterdir()) == sorted([keep.name, mixed.name])  # no temporaries
     left = read_face_rows(mixed)

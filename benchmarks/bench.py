@@ -145,7 +145,8 @@ def gemm_probe(device: torch.device, *, n: int = 2048, repeats: int = 10,
         sync(device)
         times.append(time.perf_counter() - start)
     flop = 2.0 * n ** 3
-    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(), "median_gflops": flop / statistics.median(times) / 1e9,
+    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
+            "median_gflops": flop / statistics.median(times) / 1e9,
             "best_gflops": flop / min(times) / 1e9}
 
 

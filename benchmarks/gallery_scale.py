@@ -13,8 +13,8 @@ HNSW and bf16-scan recall@1 (and @k) against exact;
 identification rank-1 (probe's own identity at rank 1) for both; incremental remove/add timings; 1 vs all threads.
 Nothing here is a test: numbers depend on the machine and its load (the JSON records os.getloadavg()).
 
-    python benchmarks/gallery_scale.py                    # 1,000,000 vectors, peak RSS ~7 GB; about 30 min on 2
-                                                          # quiet cores (HNSW build ~15 of them), hours on busy ones
+    python benchmarks/gallery_scale.py                    # 1,000,000 vectors, peak RSS ~7 GB; about 12 min on 2
+                                                          # quiet cores (HNSW build ~9.5 of them), hours on busy ones
     python benchmarks/gallery_scale.py --identities 10000 # 100,000 vectors
     python benchmarks/gallery_scale.py --smoke --out /tmp/gallery-smoke.json     # seconds
 """

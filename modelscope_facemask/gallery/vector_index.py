@@ -19,8 +19,9 @@ vectors of 20k identities, 10 images each): IVF reaches recall@1 >= 0.99 only wi
 nprobe 64. Face identities are spread evenly over the sphere, so coarse centroids carry little signal, and a 1M gallery
 would need ~20,000 trained centroids (training 4096 already took minutes here). HNSW needs no training, adds
 incrementally, and reached recall@1 1.0 at efSearch 64 on 100k vectors (benchmarks/gallery_scale.py). At 1M
-vectors recall@1 was 0.71 / 0.83 / 0.92 at efSearch 64 / 128 / 256 (1000 queries in 0.76 / 1.45 / 2.87 s): hence
-the default 256 (identification rank-1 0.997 there); ``facemask identify --ef-search`` trades further.
+vectors recall@1 was 0.69 / 0.81 / 0.91 / 0.94 at efSearch 64 / 128 / 256 / 512 (1000 queries in 0.49 / 0.86 /
+1.60 / 3.04 s on an idle 2-core Xeon): hence the default 256 (identification rank-1 0.994 there); ``facemask identify
+--ef-search`` trades further, and ``search_method='bf16'`` gives exact-or-nearly answers.
 
 Search methods (``search_method``; the index file is the same for both)
     ``faiss``  FAISS's own search of the kind above (the default).
@@ -30,11 +31,11 @@ Search methods (``search_method``; the index file is the same for both)
                falls outside the candidates (bf16 rounds each score by up to ~0.004). Worth it on CPUs with bf16
                matrix hardware (AMX, avx512_bf16), where it runs at several times the fp32 rate; it also makes an
                hnsw gallery exact-or-nearly at brute-force cost. Measured on 1M face-like 512-d vectors, 2-core
-               Xeon with AMX (benchmarks/results/gallery-scale-exact-1m-cpu-2026-12-01.json): 1,000 probes in
-               1.88 s against 3.65 s for FAISS's exact search, recall@1 1.0, one query 72 ms (FAISS 168 ms); the
-               bf16 matmul alone needs 1.16 s at that shape (882 GFLOP/s), the top-k selection most of the rest.
-               Costs a bfloat16 copy of the vectors (dim x 2 bytes each: 1 GiB per million 512-d vectors), made
-               on the first such search (0.6 s at 1M).
+               Xeon with AMX (benchmarks/results/gallery-scale-cpu-2026-12-01.json): 1,000 probes in 2.17 s
+               against 3.58 s for FAISS's exact search, recall@1 1.0, one query 74 ms (FAISS 167 ms); the bf16
+               matmul alone needs 1.2-1.4 s at that shape, the top-k selection most of the rest. Costs a bfloat16
+               copy of the vectors (dim x 2 bytes each: 1 GiB per million 512-d vectors), made on the first such
+               search (0.4-0.6 s at 1M).
 
 Threads: FAISS uses OpenMP with ``OMP_NUM_THREADS`` (default: all cores), independent of ``torch.set_num_threads``.
 A single hnsw query runs on one thread (HNSW parallelises over queries; a thread team only adds barrier waits, which

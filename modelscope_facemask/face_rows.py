@@ -240,12 +240,12 @@ def drop_error_rows(folder: str | os.PathLike, sources: Collection[str]) -> list
     wanted = pa.array(sorted(set(sources)), pa.string())
     removed: list[str] = []
     for path in shard_files(folder):
-        table = _read_file(path, None)
-        drop = pc.and_(pc.is_valid(table.column("error")), pc.is_in(table.column("source"), value_set=wanted))
+        listing = _read_file(path, ["source", "error"])  # the embeddings are read only for a shard that changes
+        drop = pc.and_(pc.is_valid(listing.column("error")), pc.is_in(listing.column("source"), value_set=wanted))
         if not pc.any(drop).as_py():
             continue
-        removed += table.filter(drop).column("source").to_pylist()
-        kept = table.filter(pc.invert(drop))
+        removed += listing.filter(drop).column("source").to_pylist()
+        kept = _read_file(path, None).filter(pc.invert(drop))
         if kept.num_rows:
             write_face_rows(kept, path)
         else:

@@ -46,7 +46,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "configuration.json: on CUDA only), on or off (image by image in numpy)")
     parser.add_argument("--engine", default=None, choices=("torch", "onnxruntime", "openvino"),
                         help="what runs the networks: torch (default, or the model's configuration.json "
-                             "model.engine), onnxruntime or openvino (CPU, fp32; graphs from --engine-dir, else "
+                             "model.engine), onnxruntime or openvino (CPU, fp32; openvino also bf16 on CPUs with bf16 hardware; "
+                             "graphs from --engine-dir, else "
                              "exported on first use into the cache)")
     parser.add_argument("--engine-dir", default=None, metavar="DIR",
                         help="a folder written by `facemask export` for --engine onnxruntime/openvino")

@@ -4,8 +4,8 @@
 ``onnxruntime`` and ``openvino`` run graphs exported from the same weights (:mod:`.export`): given in a folder
 written by ``facemask export`` (``engine_dir``), or exported on first use into a cache keyed by the weights'
 sha256 (:mod:`.export_cache`). They run on the CPU in fp32 (``openvino`` also in bf16 on CPUs with bf16 hardware:
-the same fp32 graph, compiled with OpenVINO's bf16 inference precision), with as many threads as ``torch.get_num_threads()``
-(which honours ``OMP_NUM_THREADS`` and ``torch.set_num_threads``). A requested engine that is not installed raises
+the same fp32 graph, compiled with OpenVINO's bf16 inference precision), with as many threads as
+``torch.get_num_threads()`` (which honours ``OMP_NUM_THREADS`` and ``torch.set_num_threads``). A requested engine that is not installed raises
 :class:`~modelscope_facemask.errors.MissingExtraError` naming the extra (``[onnx]``, ``[openvino]``).
 """
 from __future__ import annotations

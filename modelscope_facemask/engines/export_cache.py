@@ -56,20 +56,21 @@ def weights_sha256(net: torch.nn.Module, weights_file: str | os.PathLike | None 
     return digest.hexdigest()
 
 
-def cache_key(kind: str, sha256: str, fmt: str, precision: str = "fp32") -> str:
-    """The cache folder name of one exported network."""
+def cache_key(kind: str, sha256: str, fmt: str) -> str:
+    """The cache folder name of one exported network (graphs are always exported in fp32, hence the fixed 'fp32';
+    OpenVINO may still run one in bf16)."""
     from ..version import __version__
 
-    return f"{kind}-{sha256[:24]}-{fmt}-{precision}-facemask{__version__}-torch{torch.__version__}-opset{OPSET}"
+    return f"{kind}-{sha256[:24]}-{fmt}-fp32-facemask{__version__}-torch{torch.__version__}-opset{OPSET}"
 
 
-def cached_graph(net: torch.nn.Module, kind: str, engine: str, sha256: str, precision: str = "fp32") -> tuple[Path, str]:
+def cached_graph(net: torch.nn.Module, kind: str, engine: str, sha256: str) -> tuple[Path, str]:
     """The graph file ``engine`` loads for ``net`` (exported into the cache when missing or corrupt), and
     :data:`HIT` or :data:`FRESH`."""
     from ..atomic_files import writing_folder
 
     fmt = ENGINE_FORMATS[engine]
-    folder = engine_cache_dir() / cache_key(kind, sha256, fmt, precision)
+    folder = engine_cache_dir() / cache_key(kind, sha256, fmt)
     problem = graph_folder_problem(folder, kind, fmt) if folder.exists() else "missing"
     if problem is None:
         return folder / graph_files(kind, fmt)[0], HIT

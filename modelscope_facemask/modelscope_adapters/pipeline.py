@@ -54,13 +54,14 @@ class FaceMaskPipeline(Pipeline):
 
     Keyword arguments: ``device`` ('gpu' (default, falls back to CPU with a warning), 'cpu', 'cuda', 'cuda:N'),
     ``use_det`` (False = resize the whole image to 112x112 like the built-in), ``max_faces`` (1 = the largest face;
-    None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer; default 32, 256 on CUDA),
+    None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer;
+    default 32, 256 on CUDA),
     ``precision`` ('fp32' (default: configuration.json's ``model.precision``, else fp32), 'fp16' (CUDA only),
     'bf16'; the recognizer's and the detector's weights are cast once), ``det_max_side`` (opt-in, int >= 32: detect on
     a copy whose longer side is at most that many px, results in original pixels; default: configuration.json's
     ``preprocessor.det_max_side``, else the reference's 1500/1000 rule), ``engine`` ('torch' (default:
     configuration.json's ``model.engine``, else torch), 'onnxruntime' or 'openvino': both networks on that engine, CPU
-    and fp32 only), ``engine_dir`` (a folder written by ``facemask export``; default: export on first use into the
+    only, fp32 (openvino also bf16 on CPUs with bf16 hardware)), ``engine_dir`` (a folder written by ``facemask export``; default: export on first use into the
     cache), ``pad_batches`` (opt-in: detect images of different sizes in shared, padded batches; default:
     configuration.json's ``preprocessor.pad_batches``, else False) and ``batched_postprocess`` (True/False, None =
     on CUDA only, the default; also ``preprocessor.batched_postprocess``).

@@ -176,7 +176,8 @@ class Head(nn.Module):
 
 class RetinaFace(nn.Module):
     """RetinaFace network. ``forward`` takes (B, 3, H, W) mean-subtracted float images and returns
-    ``(loc (B,N,4), conf (B,N,2) softmaxed, landmarks (B,N,10))`` — the reference's raw outputs (conf always float32)."""
+    ``(loc (B,N,4), conf (B,N,2) softmaxed, landmarks (B,N,10))`` — the reference's raw outputs (conf always
+    float32)."""
 
     def __init__(self, config: RetinaFaceConfig = RESNET50_CONFIG) -> None:
         super().__init__()

@@ -445,3 +445,73 @@ def test_create_refuses_non_finite_outputs_and_writes_atomically(model_dir, imag
         field = {"img_embedding": "embedding", "keypoints": "landmarks"}.get(key, key)
         assert f"refusing to record non-finite values (NaN or Inf): person_a_1.jpg face 0 {field}: NaN" in err
         assert ref.read_bytes() == good and sorted(p.name for p in out_dir.iterdir()) == ["ref.npz"]
+
+
+# ---------------------------------------------------------------------- dependency upgrades
+def _moved_reference(tmp_path: Path, one_minus_cos: float, versions: dict[str, str]) -> Path:
+    """The committed reference with every embedding turned by ``one_minus_cos`` (as a dependency upgrade moves
+    them) and ``versions`` recorded instead of the reference's."""
+    arrays = _reference_arrays()
+    ref = arrays["embeddings"].astype(np.float64)
+    other = np.roll(ref, 1, axis=1)
+    other -= (other * ref).sum(axis=1, keepdims=True) * ref
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    cos = 1.0 - one_minus_cos
+    arrays["embeddings"] = (cos * ref + np.sqrt(1.0 - cos * cos) * other).astype(np.float32)
+    meta = json.loads(str(arrays["metadata"]))
+    meta["versions"].update(versions)
+    arrays["metadata"] = np.array(json.dumps(meta))
+    return _write_npz(tmp_path / "moved.npz", arrays)
+
+
+def test_dependency_change_is_its_own_finding(model_dir, images, tmp_path, capsys):
+    """OpenCV 5.0.0 -> 5.1.0 moved the recognizer by 1-cos 5.2e-7 (> the same-version 1e-9) and failed CI as a
+    regression; with other versions recorded, the same weights and contract, a move within the measured envelope
+    of dependency upgrades is reported as a dependency change (exit 3), never as a pass."""
+    import cv2
+
+    moved = _moved_reference(tmp_path, 1e-5, {"opencv": "0.0.0-test"})
+    assert _check(model_dir, images, "--json", str(tmp_path / "report.json"), reference=moved) == 3
+    out = capsys.readouterr().out
+    assert f"DEPENDENCY CHANGE: 6 of 6 images moved beyond the same-device limits" in out, out
+    assert f"opencv 0.0.0-test -> {cv2.__version__}" in out and "REGRESSION" not in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "dependency-change" and report["failures"] == []
+    assert report["dependency_changes"] == [f"opencv 0.0.0-test -> {cv2.__version__}"]
+    assert {f["field"] for f in report["moved"]} == {"embedding", "recognizer"} and len(report["moved"]) == 12
+
+
+def test_same_move_without_a_dependency_change_is_a_regression(model_dir, images, tmp_path, capsys):
+    moved = _moved_reference(tmp_path, 1e-5, {})
+    assert _check(model_dir, images, reference=moved) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION: 6 of 6 images out of tolerance" in out and "DEPENDENCY CHANGE" not in out
+
+
+def test_larger_move_than_upgrades_cause_is_a_regression(model_dir, images, tmp_path, capsys):
+    moved = _moved_reference(tmp_path, 1e-3, {"opencv": "0.0.0-test"})
+    assert _check(model_dir, images, reference=moved) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION: 6 of 6 images" in out and "moved more than such upgrades were measured to move them" in out
+
+
+def test_weight_change_with_a_dependency_change_is_still_a_regression(model_dir, images, tmp_path, capsys):
+    """A perturbed weight is caught even when a dependency changed too: the finding needs the reference's weights."""
+    moved = _moved_reference(tmp_path, 1e-5, {"opencv": "0.0.0-test"})
+    perturbed = _perturbed(model_dir, tmp_path, TORCH_WEIGHTS, "body.4.res_layer.3.weight", lambda t: t * 1.001)
+    assert _check(perturbed, images, reference=moved) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "warning: recognizer weights differ" in out
+
+
+def test_ci_installs_the_reference_versions():
+    """The README's test command and .ci/run install with constraints.txt, which pins the numeric dependencies to the
+    versions the committed reference was made with (so a fresh clone passes whatever PyPI holds that day)."""
+    meta = load_reference(REFERENCE).metadata["versions"]
+    pins = dict(line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert pins["opencv-python-headless"].startswith(meta["opencv"] + ".")
+    assert pins["torch"] == meta["torch"].split("+")[0] and pins["numpy"] == meta["numpy"]
+    assert pins["modelscope"] == meta["modelscope"]
+    command = 'python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e ".[test]"'
+    assert command in (ROOT / "README.md").read_text() and command in (ROOT / ".ci" / "run").read_text()

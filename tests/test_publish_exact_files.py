@@ -244,6 +244,17 @@ def test_a_file_changed_after_the_plan_is_not_staged(packed, tmp_path):
         with staged_upload(folder, plan):
             pytest.fail("a changed file was staged")
     readme.unlink()
+    shutil.copyfile(packed / "README.md", readme)  # as packed again, but now the manifest changes
+    manifest = folder / MANIFEST_FILE
+    text = manifest.read_text()
+    manifest.unlink()
+    manifest.write_text(text + " ")
+    with pytest.raises(PublishError, match=re.escape(f"being published ({MANIFEST_FILE})")):
+        with staged_upload(folder, plan):
+            pytest.fail("a changed manifest was staged")
+    manifest.unlink()
+    manifest.write_text(text)
+    readme.unlink()
     readme.symlink_to(packed / "README.md")  # the same bytes, but through a link now
     with pytest.raises(PublishError, match="stopped being a regular file while publishing"):
         with staged_upload(folder, plan):

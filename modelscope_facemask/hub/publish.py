@@ -184,19 +184,21 @@ def _stage_file(source: Path, target: Path) -> None:
 
 @contextmanager
 def staged_upload(folder: str | os.PathLike, plan: list[PlannedFile]) -> Iterator[Path]:
-    """A private temporary folder holding exactly ``plan``'s files of ``folder`` (see the module docstring), each
-    checked again against the manifest (size, sha256; the manifest itself unchanged); removed afterwards.
+    """A private temporary folder holding exactly ``plan``'s files of ``folder`` (see the module docstring), removed
+    afterwards. Checked again there: every staged file is a regular file of the planned size, the staged manifest
+    lists exactly the other planned files, and each of them has the sha256 that manifest gives.
 
     It lies in the system's temporary folder (``TMPDIR``): large weights are linked, not copied, when that is on the
     same file system as ``folder``."""
     folder = Path(folder)
-    files = read_manifest(folder) or {}
     with tempfile.TemporaryDirectory(prefix="facemask-publish-") as tmp:
         staged = Path(tmp) / "repository"
         for item in plan:
             _stage_file(folder / item.path, staged / item.path)
-        changed = [item.path for item in plan if (staged / item.path).lstat().st_size != item.size]
-        if not changed and read_manifest(staged) != files:
+        changed = [item.path for item in plan if not stat.S_ISREG((info := (staged / item.path).lstat()).st_mode)
+                   or info.st_size != item.size]
+        files = {} if changed else read_manifest(staged) or {}
+        if not changed and set(files) != {item.path for item in plan} - {MANIFEST_FILE}:
             changed = [MANIFEST_FILE]
         changed = changed or [rel for rel, entry in sorted(files.items())
                               if file_sha256(staged / rel) != entry["sha256"]]

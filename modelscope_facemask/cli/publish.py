@@ -35,8 +35,8 @@ def register(commands: Any) -> None:
     parser.add_argument("--private", action="store_true", help="create the repository private (an existing "
                         "repository keeps its visibility)")
     parser.add_argument("--dry-run", action="store_true", help="only show what would be uploaded (no network)")
-    parser.add_argument("--sync", action="store_true", help="also delete remote files that the upload (DIR's manifest files) does not hold "
-                        "(ModelScope only)")
+    parser.add_argument("--sync", action="store_true", help="also delete remote files that the upload (DIR's "
+                        "manifest files) does not hold (ModelScope only)")
     parser.add_argument("--message", help="commit message")
     parser.set_defaults(handler=run)
 

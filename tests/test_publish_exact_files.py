@@ -24,7 +24,7 @@ from modelscope_facemask.hub.publish import PublishError, staged_upload, upload_
 from modelscope_facemask.testing.hf_hub_emulator import HfHubEmulator, hf_environment, patch_hf_constants
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment, reset_hub_config
 
-from .regression.inputs import build_model
+from .test_hf_hub import packed  # noqa: F401  (the packed folder fixture, shared)
 
 MS_TOKEN = "emulator-token-exact"
 HF_TOKEN = "hf_EmulatorOnlyExactFiles0123456"
@@ -40,14 +40,6 @@ class Hub:
     request_count: Callable[[], int]
     files: Callable[[str], dict[str, bytes]]  # {} when the repository does not exist
     plant: Callable[[str, dict[str, bytes]], None]  # an earlier upload's files, put there with the hub's client
-
-
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
-    source = build_model(tmp_path_factory.mktemp("exact-source"), small_recognizer_state, mobilenet_state)
-    out = tmp_path_factory.mktemp("exact-packed") / "repo"
-    assert main(["pack", "--model", str(source), "--out", str(out), "--model-id", REPO, "--untrained"]) == 0
-    return out
 
 
 @pytest.fixture(params=["modelscope", "huggingface"])

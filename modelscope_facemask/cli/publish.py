@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"uploaded {args.folder} to {resolve_endpoint()} as {args.model_id} ({state}):")
     _print_plan(result.plan, args.model_id)
     return _report_verification(
-        args.folder, result.remote_extras, result.problems, scrub_token, extras_hint=" (--sync deletes such files)",
+        args.folder, result.remote_extras, result.problems, scrub_token, extras_hint="; --sync deletes such files",
         verified=f"all {len(result.plan) - 1} manifest files on the hub with the right size; sha256 matched for "
                  f"{result.sha256_checked} (the listing's hashes)")
 
@@ -136,8 +136,8 @@ def _report_verification(folder: str, extras: Sequence[str], problems: Sequence[
                          verified: str, extras_hint: str = "") -> int:
     """Print what the hub holds beyond the folder, then the verification verdict; the exit status."""
     for extra in extras:
-        print(f"note: the hub also holds {extra}, which this upload of {folder} does not have (an earlier "
-              f"upload?){extras_hint}")
+        print(f"note: the hub also holds {extra}, which is not part of this upload of {folder} (an earlier "
+              f"upload?{extras_hint})")
     if problems:
         print("VERIFICATION FAILED: the hub's copy differs from the manifest:", file=sys.stderr)
         for problem in problems:

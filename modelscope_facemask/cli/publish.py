@@ -14,11 +14,15 @@ from .common import UsageError, add_command
 DESCRIPTION = """Upload a `facemask pack` folder to the ModelScope hub (default) or, with --hub huggingface, to the
 Hugging Face Hub as OWNER/NAME, then list the remote files and verify them against manifest.json (sizes, and sha256
 where the listing has them: ModelScope's listing; Hugging Face's LFS metadata, git blob ids for small files).
-The token comes from MODELSCOPE_API_TOKEN (ModelScope) or HF_TOKEN / `hf auth login` (Hugging Face) and is
-never printed. The folder is verified against its manifest
-before anything is sent; ModelScope's resumable-upload cache is off, so nothing is written into the folder.
---dry-run prints what would be uploaded (files, sizes, LFS or inline) without any network access.
-Exit codes: 0 published and verified, 1 upload failed or the hub's copy differs, 2 usage error."""
+Exactly the manifest's files and manifest.json are uploaded, from a private temporary copy of them. A folder holding
+hidden files or folders (.env, .ssh/), symbolic links (even to a file inside it), other non-regular files, or files
+the manifest does not list is refused, naming them, before anything is sent; so is one whose files differ from the
+manifest. Files on the hub that are not in the upload (earlier uploads) are reported (--sync deletes them on
+ModelScope). The token comes from MODELSCOPE_API_TOKEN (ModelScope) or HF_TOKEN / `hf auth login` (Hugging Face) and
+is never printed. ModelScope's resumable-upload cache is off, so nothing is written into the folder.
+--dry-run prints exactly what would be uploaded (files, sizes, LFS or inline) without any network access.
+Exit codes: 0 published and verified, 1 upload failed or the hub's copy differs, 2 usage error (including a folder
+that cannot be published as it is)."""
 
 
 def register(commands: Any) -> None:
@@ -31,8 +35,8 @@ def register(commands: Any) -> None:
     parser.add_argument("--private", action="store_true", help="create the repository private (an existing "
                         "repository keeps its visibility)")
     parser.add_argument("--dry-run", action="store_true", help="only show what would be uploaded (no network)")
-    parser.add_argument("--sync", action="store_true", help="also delete remote files that DIR does not have "
-                        "(ModelScope only)")
+    parser.add_argument("--sync", action="store_true", help="also delete remote files that the upload (DIR's "
+                        "manifest files) does not hold (ModelScope only)")
     parser.add_argument("--message", help="commit message")
     parser.set_defaults(handler=run)
 
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"uploaded {args.folder} to {resolve_endpoint()} as {args.model_id} ({state}):")
     _print_plan(result.plan, args.model_id)
     return _report_verification(
-        args.folder, result.remote_extras, result.problems, scrub_token, extras_hint=" (--sync deletes such files)",
+        args.folder, result.remote_extras, result.problems, scrub_token, extras_hint="; --sync deletes such files",
         verified=f"all {len(result.plan) - 1} manifest files on the hub with the right size; sha256 matched for "
                  f"{result.sha256_checked} (the listing's hashes)")
 
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_huggingface(args: argparse.Namespace, plan: list, visibility: str) -> int:
     """``--hub huggingface``: HfApi.create_repo + upload_folder, then the listing checked against the manifest."""
     from ..hub.huggingface import HF_TOKEN_HELP, hf_endpoint, hf_token, publish_to_hf
+    from ..hub.publish import PublishError
     from ..hub.token_scrubbing import scrubbed_output
 
     if args.sync:
@@ -104,6 +109,8 @@ def _run_huggingface(args: argparse.Namespace, plan: list, visibility: str) -> i
             raise UsageError(f"no Hugging Face token: {HF_TOKEN_HELP}")
         try:
             result = publish_to_hf(args.folder, args.model_id, private=args.private, commit_message=args.message)
+        except PublishError as exc:
+            raise UsageError(scrub_token(str(exc), token)) from None
         except Exception as exc:  # noqa: BLE001 - huggingface_hub's errors (auth, network, quota) are expected failures
             if args.verbose:
                 traceback.print_exc()
@@ -129,13 +136,15 @@ def _report_verification(folder: str, extras: Sequence[str], problems: Sequence[
                          verified: str, extras_hint: str = "") -> int:
     """Print what the hub holds beyond the folder, then the verification verdict; the exit status."""
     for extra in extras:
-        print(f"note: the hub also holds {extra}, which {folder} does not have{extras_hint}")
+        print(f"note: the hub also holds {extra}, which is not part of this upload of {folder} (an earlier "
+              f"upload?{extras_hint})")
     if problems:
         print("VERIFICATION FAILED: the hub's copy differs from the manifest:", file=sys.stderr)
         for problem in problems:
             print(f"  {scrub(problem)}", file=sys.stderr)
         return 1
-    print(f"verified: {verified}")
+    others = f"; {len(extras)} other file(s) on the hub, listed above" if extras else ""
+    print(f"verified: {verified}{others}")
     return 0
 
 

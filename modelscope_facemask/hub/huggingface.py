@@ -1,10 +1,14 @@
 """The Hugging Face Hub side: publish a ``facemask pack`` folder with ``huggingface_hub.HfApi`` and load ``hf://``
 repositories from huggingface_hub's cache, with the same ``manifest.json`` guarantees as on ModelScope.
 
-Publishing: ``create_repo(exist_ok=True)`` then ``upload_folder`` (one commit), then the remote listing
-(``list_repo_tree(recursive=True, expand=True)``) is compared with the manifest: every file present with its size,
+Publishing: ``create_repo(exist_ok=True)`` then one ``create_commit`` with a ``CommitOperationAdd`` for each file of
+:func:`~modelscope_facemask.hub.publish.upload_plan` and nothing else (read from
+:func:`~modelscope_facemask.hub.publish.staged_upload`'s private copy, so hidden files, links and unlisted files are
+refused before anything is sent, as on ModelScope), then the remote listing
+(``list_repo_tree(recursive=True, expand=True)``) is compared with the plan: every file present with its size,
 and the sha256 of every LFS file (the listing's ``lfs.oid``; regular files only have a git blob id, so their
-sha256 is checked by downloading nothing: their git blob id is recomputed from the local bytes instead).
+sha256 is checked by downloading nothing: their git blob id is recomputed from the uploaded bytes instead); files on
+the hub that the plan does not list are reported.
 The token comes from ``HF_TOKEN`` or ``huggingface-cli login`` (``huggingface_hub.get_token``); it is never printed.
 
 Loading: ``snapshot_download`` into huggingface_hub's cache (``HF_HOME``/``HF_HUB_CACHE``), which honours
@@ -21,7 +25,7 @@ from typing import Any
 
 from ..errors import CheckpointError, HubDownloadError, ModelSourceError
 from ..extras import require
-from .manifest import MANIFEST_FILE, compare_remote, read_manifest, verify_manifest
+from .manifest import MANIFEST_FILE, read_manifest, verify_manifest
 
 HF_SCHEME = "hf://"
 HF_TOKEN_ENV = "HF_TOKEN"
@@ -101,29 +105,34 @@ class HfPublishResult:
 
 def publish_to_hf(folder: str | os.PathLike, repo_id: str, *, private: bool = False,
                   commit_message: str | None = None) -> HfPublishResult:
-    """Create ``repo_id`` if needed (an existing one keeps its visibility), upload ``folder``, verify the listing.
+    """Create ``repo_id`` if needed (an existing one keeps its visibility), upload exactly the files of
+    :func:`~modelscope_facemask.hub.publish.upload_plan` in one commit, verify the listing against that plan.
 
-    The caller has checked the folder (:func:`~modelscope_facemask.hub.publish.upload_plan`) and the token.
+    The caller has checked the token; a folder that cannot be published raises
+    :class:`~modelscope_facemask.hub.publish.PublishError` before anything is sent.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
+    from .publish import check_remote, staged_upload, upload_plan
+
+    plan = upload_plan(folder)
     token = hf_token()
     api = HfApi(token=token or False)
-    try:
-        api.repo_info(repo_id, token=token or False)
-        created = False
-    except RepositoryNotFoundError:
-        created = True
-    except HfHubHTTPError:
-        created = True  # unknown: create_repo(exist_ok=True) decides
-    url = api.create_repo(repo_id, private=private if created else None, exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message or
-                             "facemask publish", ignore_patterns=[".*", "**/.*"])
-    remote = remote_listing(repo_id, token)
-    problems, hashed = compare_remote(folder, remote)
-    local = set((read_manifest(folder) or {})) | {MANIFEST_FILE}
-    extras = sorted(p for p in set(remote) - local if not p.split("/")[-1].startswith("."))
+    with staged_upload(folder, plan) as staged:
+        try:
+            api.repo_info(repo_id, token=token or False)
+            created = False
+        except RepositoryNotFoundError:
+            created = True
+        except HfHubHTTPError:
+            created = True  # unknown: create_repo(exist_ok=True) decides
+        url = api.create_repo(repo_id, private=private if created else None, exist_ok=True)
+        operations = [CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(staged / item.path))
+                      for item in plan]
+        info = api.create_commit(repo_id, operations, commit_message=commit_message or "facemask publish")
+        remote = remote_listing(repo_id, token)
+        problems, hashed, extras = check_remote(staged, remote, plan)
     return HfPublishResult(str(url), getattr(info, "oid", None), problems, hashed, extras, created)
 
 

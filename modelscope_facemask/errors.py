@@ -111,5 +111,6 @@ class IndexFileError(FaceMaskError, ValueError):
 
 
 class GalleryLockError(FaceMaskError, RuntimeError):
-    """Another process kept a gallery's writer lock (``G/writer.lock``) for longer than the lock timeout; nothing
-    was changed. The message names the gallery, the process holding the lock and how long to wait."""
+    """Another process kept a gallery's writer lock (``G/.facemask-gallery.lock``) for longer than the lock
+    timeout; nothing was changed. The message names the gallery, the process holding the lock and how to wait
+    longer."""

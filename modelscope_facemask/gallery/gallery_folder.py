@@ -10,7 +10,7 @@ Layout of a gallery folder ``G`` (format 2)::
         index.faiss               the vector index (``VectorIndex.save``): inner product on unit embeddings,
                                   ids = row ids
         rows.parquet              one row per enrolled image: id (int64), identity, source, key, embedding
-    G/writer.lock                 the writer lock (:mod:`~modelscope_facemask.gallery.writer_lock`)
+    G/.facemask-gallery.lock      the writer lock (:mod:`~modelscope_facemask.gallery.writer_lock`)
 
 **Writing.** ``G`` itself is never renamed or removed, so a gallery reached through a symbolic link is written
 through to the link's target (the path is resolved). A writer holds the writer lock for its whole read-modify-write,

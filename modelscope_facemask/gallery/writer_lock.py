@@ -1,4 +1,4 @@
-"""One writer at a time per gallery folder: an exclusive ``fcntl.flock`` on ``G/writer.lock``.
+"""One writer at a time per gallery folder: an exclusive ``fcntl.flock`` on ``G/.facemask-gallery.lock``.
 
 Every change of a gallery (build with replace, add, remove) holds the lock for its whole read-modify-write, so
 that concurrent writers are serialised and each one's enrolments are kept. The lock is released by the kernel when
@@ -18,7 +18,7 @@ from typing import Iterator
 
 from ..errors import ConfigurationError, GalleryLockError
 
-LOCK_FILE = "writer.lock"
+LOCK_FILE = ".facemask-gallery.lock"
 TIMEOUT_ENV = "FACEMASK_GALLERY_LOCK_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
 _POLL_S = (0.01, 0.25)  # first and longest pause between attempts

@@ -237,7 +237,7 @@ def folder_state(path: str | os.PathLike) -> str:
 
 def _check_writable(target: Path, replace: bool) -> str:
     state = folder_state(target)
-    if state == "gallery" and not replace or state == "foreign" and not replace:
+    if state in ("gallery", "foreign") and not replace:
         raise OutputFolderError(f"{str(target)!r} already exists: choose another --out, or remove it first")
     if state == "foreign":
         raise OutputFolderError(f"{str(target)!r} exists and is not a FaceMask gallery: it is never replaced; "

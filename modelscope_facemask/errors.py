@@ -108,3 +108,9 @@ class VectorInputError(FaceMaskError, ValueError):
 class IndexFileError(FaceMaskError, ValueError):
     """A saved vector index file is missing, unreadable, truncated or corrupt, or is not an index this package
     writes (wrong index type, metric, dimension or ids); the message names the file and how to rebuild it."""
+
+
+class GalleryLockError(FaceMaskError, RuntimeError):
+    """Another process kept a gallery's writer lock (``G/.facemask-gallery.lock``) for longer than the lock
+    timeout; nothing was changed. The message names the gallery, the process holding the lock and how to wait
+    longer."""

@@ -3,6 +3,7 @@ on-disk folder (atomic, verified, refused when damaged or from another model), e
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from modelscope_facemask.errors import (
 )
 from modelscope_facemask.gallery import FaceGallery, GalleryModel
 from modelscope_facemask.gallery.enrolment_sources import read_csv, read_folder_tree, read_source
-from modelscope_facemask.gallery.gallery_folder import INDEX_FILE, MANIFEST_FILE, ROWS_FILE
+from modelscope_facemask.gallery.gallery_folder import (INDEX_FILE, MANIFEST_FILE, ROWS_FILE, data_folder,
+                                                        read_manifest)
+from modelscope_facemask.gallery.writer_lock import LOCK_FILE
 
 pytest.importorskip("faiss")
 pytest.importorskip("pyarrow")
@@ -133,11 +136,12 @@ def test_save_and_load_round_trip(tmp_path):
     vectors, names, centres = _clustered(7, identities=5, per_identity=3)
     gallery = FaceGallery.build(vectors, names, _sources(names), model=MODEL)
     folder = gallery.save(tmp_path / "g")
-    assert sorted(p.name for p in folder.iterdir()) == sorted([INDEX_FILE, ROWS_FILE, MANIFEST_FILE])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]  # no temporary sibling left behind
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert sorted(p.name for p in folder.iterdir()) == sorted([manifest["generation"], MANIFEST_FILE, LOCK_FILE])
+    assert sorted(p.name for p in (folder / manifest["generation"]).iterdir()) == [INDEX_FILE, ROWS_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]  # no temporary sibling left behind
     assert manifest["recognizer_sha256"] == "a" * 64 and manifest["contract_sha256"] == "c" * 64
-    assert manifest["counts"] == {"images": 15, "identities": 5} and manifest["format_version"] == 1
+    assert manifest["counts"] == {"images": 15, "identities": 5} and manifest["format_version"] == 2
     loaded = FaceGallery.load(folder)
     assert np.array_equal(loaded.rows.embeddings, gallery.rows.embeddings)
     assert loaded.rows.identities.tolist() == names and loaded.next_id == 15 and loaded.model == MODEL
@@ -181,12 +185,13 @@ def test_damaged_galleries_are_refused(tmp_path, damage):
     vectors, names, _ = _clustered(10, identities=3, per_identity=2)
     folder = FaceGallery.build(vectors, names, _sources(names), model=MODEL).save(tmp_path / "g")
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    files = data_folder(folder, read_manifest(folder))
     if damage == "truncated rows":
-        data = (folder / ROWS_FILE).read_bytes()
-        (folder / ROWS_FILE).write_bytes(data[: len(data) // 2])
+        data = (files / ROWS_FILE).read_bytes()
+        (files / ROWS_FILE).write_bytes(data[: len(data) // 2])
         message = "rows.parquet does not match its manifest"
     elif damage == "missing index":
-        (folder / INDEX_FILE).unlink()
+        (files / INDEX_FILE).unlink()
         message = "incomplete: index.faiss is missing"
     elif damage == "no manifest":
         (folder / MANIFEST_FILE).unlink()
@@ -195,8 +200,8 @@ def test_damaged_galleries_are_refused(tmp_path, damage):
         (folder / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 99}))
         message = "format version 99"
     else:
-        (folder / MANIFEST_FILE).write_text(json.dumps({**manifest, "counts": {"images": 7, "identities": 3}}))
-        message = "manifest says 7"
+        (folder / MANIFEST_FILE).write_text(json.dumps({**manifest, "counts": {"images": 5, "identities": 3}}))
+        message = "manifest says 5"
     with pytest.raises(GalleryFormatError, match=message):
         FaceGallery.load(folder)
 
@@ -322,3 +327,122 @@ def test_search_options_set_the_hnsw_breadth_and_the_search_method(capsys):
         assert main([*command, "--search", "fp16"]) == 2
         err = capsys.readouterr().err
         assert "--search: invalid choice: 'fp16'" in err and all(m in err.split("choose from")[1] for m in SEARCH_METHODS)
+
+
+def _saved(tmp_path, name="g"):
+    vectors, names, _ = _clustered(16, identities=3, per_identity=2)
+    return FaceGallery.build(vectors, names, _sources(names), model=MODEL, kind="exact").save(tmp_path / name)
+
+
+@pytest.mark.parametrize("path, value, key", [
+    (("embedding_dim",), "64", "embedding_dim"), (("embedding_dim",), -64, "embedding_dim"),
+    (("embedding_dim",), 64.5, "embedding_dim"), (("embedding_dim",), True, "embedding_dim"),
+    (("embedding_dim",), None, "embedding_dim"),
+    (("next_id",), "6", "next_id"), (("next_id",), -1, "next_id"), (("next_id",), 2, "next_id"),
+    (("counts",), [6, 3], "counts"), (("counts", "images"), "6", "counts.images"),
+    (("counts", "identities"), None, "counts.identities"), (("counts", "identities"), 9, "counts"),
+    (("files",), [], "files"), (("files", "index.faiss"), "abc", "files.index.faiss"),
+    (("files", "index.faiss", "size"), "120", "files.index.faiss.size"),
+    (("files", "rows.parquet", "sha256"), 12, "files.rows.parquet.sha256"),
+    (("files", "notes.txt"), {"size": 1, "sha256": "0" * 64}, "files"),
+    (("contract",), "crop_size=112", "contract"), (("contract",), [112], "contract"),
+    (("index_kind",), "ivf", "index_kind"), (("index_kind",), 3, "index_kind"),
+    (("recognizer_sha256",), 123, "recognizer_sha256"), (("contract_sha256",), "abc", "contract_sha256"),
+    (("detector_sha256",), 5, "detector_sha256"), (("model",), ["test/model"], "model"),
+    (("created",), 20261203, "created"), (("generation",), "../../elsewhere", "generation"),
+    (("generation",), None, "generation"), (("format_version",), "2", "format_version"),
+    (("format_version",), True, "format_version"),
+])
+def test_every_bad_manifest_value_is_a_format_error_naming_the_file_and_the_key(tmp_path, path, value, key):
+    folder = _saved(tmp_path)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    parent = manifest
+    for part in path[:-1]:
+        parent = parent[part]
+    parent[path[-1]] = value
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    for read in (FaceGallery.load, read_manifest):
+        with pytest.raises(GalleryFormatError) as info:
+            read(folder)
+        assert f"{folder / MANIFEST_FILE}" in str(info.value) and f"'{key}'" in str(info.value)
+        assert "rebuild" in str(info.value)
+
+
+def test_a_missing_key_and_a_manifest_that_is_no_object_are_format_errors(tmp_path):
+    folder = _saved(tmp_path)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    del manifest["contract_sha256"]
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(GalleryFormatError, match=r"manifest.json': key 'contract_sha256' is missing"):
+        FaceGallery.load(folder)
+    (folder / MANIFEST_FILE).write_text("[1, 2]")
+    with pytest.raises(GalleryFormatError, match="is not a FaceMask gallery manifest"):
+        FaceGallery.load(folder)
+
+
+def test_a_gallery_reached_through_a_symlink_is_written_through_to_its_target(tmp_path):
+    real = _saved(tmp_path, "real")
+    link = tmp_path / "G"
+    link.symlink_to(real, target_is_directory=True)
+    gallery = FaceGallery.load(link)
+    gallery.add(_unit(np.ones((1, 64))), ["newcomer"], ["/photos/newcomer/1.jpg"])
+    gallery.save(link, replace=True)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert len(FaceGallery.load(real)) == 7 and "newcomer" in FaceGallery.load(link).identities()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["G", "real"]
+
+
+def test_a_format_1_gallery_is_read_and_its_next_write_converts_it(tmp_path):
+    """Format 1 (earlier versions): the files directly in G and no generation in the manifest."""
+    folder = _saved(tmp_path)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    for name in (INDEX_FILE, ROWS_FILE):
+        (folder / manifest["generation"] / name).rename(folder / name)
+    (folder / manifest["generation"]).rmdir()
+    (folder / LOCK_FILE).unlink()
+    del manifest["generation"]
+    (folder / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 1}))
+    old = FaceGallery.load(folder)
+    assert len(old) == 6 and read_manifest(folder).generation is None
+    old.remove(["person00"])
+    old.save(folder, replace=True)
+    converted = read_manifest(folder)
+    assert converted.format_version == 2 and converted.generation.startswith("gen-000001-")
+    assert sorted(p.name for p in folder.iterdir()) == sorted([converted.generation, MANIFEST_FILE, LOCK_FILE])
+    assert FaceGallery.load(folder).identities() == ["person01", "person02"]
+    (folder / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 1, "generation": "gen-000001-"
+                                                    "0123abcd"}))
+    with pytest.raises(GalleryFormatError, match="key 'generation' must be absent in a format 1 manifest"):
+        read_manifest(folder)
+
+
+def test_a_first_build_killed_before_its_manifest_is_completed_by_the_next_build(tmp_path):
+    """What a killed first write leaves (the lock file, a half generation, a temporary manifest) is replaced by
+    the next build even without replace; a folder with anything else in it is never written into."""
+    folder = tmp_path / "g"
+    (folder / "gen-000001-0123abcd").mkdir(parents=True)
+    (folder / "gen-000001-0123abcd" / INDEX_FILE).write_bytes(b"half")
+    (folder / LOCK_FILE).touch()
+    (folder / ".manifest.json.facemask-tmp-0123456789ab.json").write_text("{")
+    with pytest.raises(GalleryFormatError, match="is not a FaceMask gallery"):
+        FaceGallery.load(folder)
+    _saved(tmp_path)
+    manifest = read_manifest(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([manifest.generation, MANIFEST_FILE, LOCK_FILE])
+    assert len(FaceGallery.load(folder)) == 6
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / LOCK_FILE).touch()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputFolderError, match="not a FaceMask gallery"):
+        FaceGallery.load(folder).save(tmp_path / "mine", replace=True)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == sorted([LOCK_FILE, "notes.txt"])
+
+
+def test_a_bad_lock_timeout_is_a_configuration_error(tmp_path, monkeypatch):
+    from modelscope_facemask.errors import ConfigurationError
+    from modelscope_facemask.gallery.writer_lock import TIMEOUT_ENV
+
+    folder = _saved(tmp_path)
+    monkeypatch.setenv(TIMEOUT_ENV, "soon")
+    with pytest.raises(ConfigurationError, match=f"{TIMEOUT_ENV}='soon'"):
+        FaceGallery.load(folder).save(folder, replace=True)

@@ -23,8 +23,10 @@ BUILD_DESCRIPTION = f"""Build a gallery folder G from labelled images.
 
 G holds index.faiss (exact inner-product search up to a size, approximate HNSW above: --index), rows.parquet (id,
 identity, source, key, embedding) and manifest.json (recognizer weights sha256, embedding-contract sha256, counts).
-Everything is written to a temporary folder and renamed into place. Exit code 1 when some images were not enrolled
-(the gallery is written with the others; nothing is written when no image could be enrolled), 2 on a usage error."""
+Each write makes a new generation folder inside G, then switches manifest.json to it; one writer at a time (a lock
+in G, waited for up to FACEMASK_GALLERY_LOCK_TIMEOUT seconds, default 600): readers see the old gallery or the new
+one. Exit code 1 when some images were not enrolled (the gallery is written with the others; nothing is written
+when no image could be enrolled), 2 on a usage error."""
 
 ADD_DESCRIPTION = f"""Enrol more images into gallery G (new or existing identities) without rebuilding its index.
 
@@ -161,13 +163,14 @@ def _write_report(args: argparse.Namespace, gallery_path: str, gallery: Any, enr
 
 def run_build(args: argparse.Namespace) -> int:
     from ..gallery.face_gallery import FaceGallery, GalleryModel
-    from ..gallery.gallery_folder import is_gallery_folder
+    from ..gallery.gallery_folder import folder_state
     from ..gallery.vector_index import INDEX_KINDS
 
     if args.index not in INDEX_KINDS:
         raise UsageError(f"--index {args.index!r}: choose one of {', '.join(INDEX_KINDS)}")
     out = Path(args.out)
-    if out.exists() and not (args.replace and is_gallery_folder(out)):
+    state = folder_state(out)  # "unfinished": a first build that was killed, completed by this one
+    if state == "foreign" or state == "gallery" and not args.replace:
         raise UsageError(f"--out {args.out!r} exists: " + ("it is not a FaceMask gallery and is never replaced; choose "
                          "another folder" if args.replace else "pass --replace to replace a gallery, or choose another "
                          "folder"))
@@ -193,21 +196,27 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_add(args: argparse.Namespace) -> int:
     from ..gallery.face_gallery import FaceGallery, GalleryModel
+    from ..gallery.gallery_folder import writer_lock
 
-    gallery = FaceGallery.load(args.gallery)
+    gallery = FaceGallery.load(args.gallery)  # a bad gallery fails before the model loads
     if args.json:
         check_output_parent(args.json, "--json")
     embedded = enrol(args, args.source, args.model or gallery.model.model)
-    gallery.check_model(GalleryModel.from_metadata(embedded.metadata))
-    enrolled = gallery.enrolled_sources()
-    fresh = [i for i, source in enumerate(embedded.sources) if source not in enrolled]
-    duplicates = len(embedded.sources) - len(fresh)
+    model = GalleryModel.from_metadata(embedded.metadata)
+    gallery.check_model(model)
+    with writer_lock(args.gallery):  # load-add-save as one step: a concurrent writer's enrolments are kept
+        if not gallery.is_current(args.gallery):
+            gallery = FaceGallery.load(args.gallery)  # changed while the images were embedded
+            gallery.check_model(model)
+        enrolled = gallery.enrolled_sources()
+        fresh = [i for i, source in enumerate(embedded.sources) if source not in enrolled]
+        duplicates = len(embedded.sources) - len(fresh)
+        before = set(gallery.identities())
+        gallery.add(embedded.embeddings[fresh], [embedded.identities[i] for i in fresh],
+                    [embedded.sources[i] for i in fresh], [embedded.keys[i] for i in fresh])
+        if fresh:
+            gallery.save(args.gallery, replace=True)
     _report(embedded.problems)
-    before = set(gallery.identities())
-    gallery.add(embedded.embeddings[fresh], [embedded.identities[i] for i in fresh],
-                [embedded.sources[i] for i in fresh], [embedded.keys[i] for i in fresh])
-    if fresh:
-        gallery.save(args.gallery, replace=True)
     new = len(set(gallery.identities()) - before)
     _write_report(args, args.gallery, gallery, len(fresh), embedded.problems, duplicates)
     print(f"gallery {args.gallery}: {len(fresh)} image(s) added ({new} new identit{'y' if new == 1 else 'ies'}), "
@@ -218,10 +227,12 @@ def run_add(args: argparse.Namespace) -> int:
 
 def run_remove(args: argparse.Namespace) -> int:
     from ..gallery.face_gallery import FaceGallery
+    from ..gallery.gallery_folder import writer_lock
 
-    gallery = FaceGallery.load(args.gallery)
-    removed = gallery.remove(args.identities)
-    gallery.save(args.gallery, replace=True)
+    with writer_lock(args.gallery):  # load-remove-save as one step: a concurrent writer's changes are kept
+        gallery = FaceGallery.load(args.gallery)
+        removed = gallery.remove(args.identities)
+        gallery.save(args.gallery, replace=True)
     names = list(dict.fromkeys(args.identities))
     print(f"gallery {args.gallery}: removed {removed} image(s) of {len(names)} identit"
           f"{'y' if len(names) == 1 else 'ies'} ({', '.join(names)}); now {len(gallery)} image(s) of "
@@ -231,10 +242,9 @@ def run_remove(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from ..gallery.face_gallery import FaceGallery
-    from ..gallery.gallery_folder import read_manifest
 
     gallery = FaceGallery.load(args.gallery)  # verifies every file against the manifest
-    manifest = read_manifest(args.gallery)
+    manifest = gallery.stored.to_json()  # the manifest of the generation read, even while a writer switches it
     info = {key: manifest.get(key) for key in ("format", "format_version", "created", "created_by", "written_by",
                                                "model", "recognizer_sha256", "detector_sha256", "contract_sha256",
                                                "embedding_dim", "index_kind", "counts")}

@@ -30,7 +30,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import GalleryFormatError, GalleryIdentityError, GalleryMismatchError
-from .gallery_folder import GalleryRows, read_gallery_folder, write_gallery_folder
+from .gallery_folder import (GalleryManifest, GalleryRows, read_gallery_folder, read_manifest,
+                             write_gallery_folder)
 
 #: placeholder decision threshold (cosine): NOT calibrated for any weights; calibrate with `facemask evaluate --gallery`
 DEFAULT_THRESHOLD = 0.4
@@ -85,9 +86,10 @@ class GalleryModel:
                 "contract": self.contract}
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> "GalleryModel":
-        return cls(str(manifest.get("model", "")), manifest["recognizer_sha256"], manifest["contract_sha256"],
-                   dict(manifest.get("contract") or {}), manifest.get("detector_sha256"))
+    def from_manifest(cls, manifest: GalleryManifest) -> "GalleryModel":
+        """Of a gallery's (already checked) manifest."""
+        return cls(manifest.model, manifest.recognizer_sha256, manifest.contract_sha256, dict(manifest.contract),
+                   manifest.detector_sha256)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class FaceGallery:
         self.created = created or datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.created_by = created_by or _version()
         self._templates: tuple[np.ndarray, np.ndarray] | None = None
+        self.stored: GalleryManifest | None = None  # the manifest this gallery was loaded from (None: built)
 
     # ------------------------------------------------------------------ construction and changes
     @classmethod
@@ -327,7 +330,9 @@ class FaceGallery:
                 "counts": {"images": len(self), "identities": len(self.identities())}, "next_id": self.next_id}
 
     def save(self, path: str | os.PathLike, *, replace: bool = False) -> Path:
-        """Write the gallery folder atomically (``replace``: overwrite an existing gallery folder)."""
+        """Write the gallery folder (a new generation, then the manifest switched to it; ``replace``: overwrite an
+        existing gallery). Takes the gallery's writer lock; hold :func:`~.gallery_folder.writer_lock` around a
+        load-change-save so that concurrent writers keep each other's changes."""
         write_gallery_folder(path, self.index, self.rows, self.manifest(), replace=replace)
         return Path(path)
 
@@ -335,12 +340,17 @@ class FaceGallery:
     def load(cls, path: str | os.PathLike) -> "FaceGallery":
         """Read a gallery folder (every file checked against its manifest)."""
         index, rows, manifest = read_gallery_folder(path)
+        gallery = cls(index, rows, GalleryModel.from_manifest(manifest), next_id=manifest.next_id,
+                      created=manifest.created, created_by=manifest.created_by)
+        gallery.stored = manifest
+        return gallery
+
+    def is_current(self, path: str | os.PathLike) -> bool:
+        """True when gallery folder ``path`` still holds what this gallery was loaded from (same manifest)."""
         try:
-            model = GalleryModel.from_manifest(manifest)
-        except KeyError as exc:
-            raise GalleryFormatError(f"the manifest of gallery {str(path)!r} lacks {exc}; rebuild it") from None
-        return cls(index, rows, model, next_id=manifest["next_id"], created=manifest.get("created"),
-                   created_by=manifest.get("created_by"))
+            return self.stored is not None and read_manifest(path) == self.stored
+        except GalleryFormatError:
+            return False
 
 
 def _version() -> str:

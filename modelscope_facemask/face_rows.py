@@ -48,10 +48,20 @@ def source_name(source: str | os.PathLike) -> str:
     return source if is_url(source) else os.path.abspath(source)
 
 
+def _folder_links(folder: str) -> tuple[str, frozenset[str]]:
+    """(the resolved path of ``folder``, the names of the symlinks in it): one directory listing, no stat per file."""
+    try:
+        with os.scandir(folder) as entries:
+            links = frozenset(e.name for e in entries if e.is_symlink())
+    except OSError:  # a folder that is gone (rows of another machine) or unreadable: nothing to follow
+        links = frozenset()
+    return os.path.realpath(folder), links
+
+
 def source_keys(sources: Sequence[str]) -> list[str]:
     """What sources are compared by: the resolved path of a local source (folder and file symlinks followed; a
-    relative one against the working folder); a URL unchanged. Each folder is resolved once."""
-    folders: dict[str, str] = {}
+    relative one against the working folder); a URL unchanged. Each folder is listed and resolved once."""
+    folders: dict[str, tuple[str, frozenset[str]]] = {}
     keys = []
     for source in sources:
         source = str(source)
@@ -60,9 +70,10 @@ def source_keys(sources: Sequence[str]) -> list[str]:
             continue
         head, tail = os.path.split(os.path.abspath(source))
         if head not in folders:
-            folders[head] = os.path.realpath(head)
-        path = os.path.join(folders[head], tail)
-        keys.append(os.path.realpath(path) if os.path.islink(path) else path)
+            folders[head] = _folder_links(head)
+        real, links = folders[head]
+        path = os.path.join(real, tail)
+        keys.append(os.path.realpath(path) if tail in links else path)
     return keys
 
 
@@ -71,24 +82,29 @@ def source_key(source: str) -> str:
     return source_keys([source])[0]
 
 
-def unique_sources(sources: Sequence[str]) -> list[str]:
-    """``sources`` as stored (:func:`source_name`), each photo once (by :func:`source_key`, first kept), in order."""
+def _unique(sources: Sequence[str]) -> tuple[list[str], list[str]]:
     names = [source_name(s) for s in sources]
     seen: set[str] = set()
-    unique = []
+    unique, keys = [], []
     for name, key in zip(names, source_keys(names)):
         if key not in seen:
             seen.add(key)
             unique.append(name)
-    return unique
+            keys.append(key)
+    return unique, keys
+
+
+def unique_sources(sources: Sequence[str]) -> list[str]:
+    """``sources`` as stored (:func:`source_name`), each photo once (by :func:`source_key`, first kept), in order."""
+    return _unique(sources)[0]
 
 
 def pending_sources(sources: Sequence[str], done: Collection[str]) -> tuple[list[str], int]:
     """(the :func:`unique_sources` of ``sources`` that are not ``done`` -- stored sources of a rows folder, compared
     by :func:`source_key` --, how many were done)."""
-    unique = unique_sources(sources)
+    unique, keys = _unique(sources)
     finished = set(source_keys(list(done)))
-    pending = [name for name, key in zip(unique, source_keys(unique)) if key not in finished]
+    pending = [name for name, key in zip(unique, keys) if key not in finished]
     return pending, len(unique) - len(pending)
 
 

@@ -131,18 +131,14 @@ class EmbedActor:
         return table.append_column(METADATA_COLUMN, pa.array([self.metadata] * table.num_rows, pa.string()))
 
 
-def _comparable(metadata: Mapping[str, Any], same_machine: bool) -> dict[str, Any]:
-    """``metadata`` for the driver's check: on another machine than the actors (a cluster address), the driver's
-    CUDA (TF32 or not) may differ from theirs, so only the precision's dtype ('fp32' of 'fp32+tf32') is compared."""
-    if same_machine:
-        return dict(metadata)
-    return {**metadata, "precision": str(metadata.get("precision") or "").split("+")[0]}
-
-
 def check_folder_model(spec: EmbedSpec, out: str | os.PathLike, *, same_machine: bool = True) -> None:
     """Before Ray starts and before anything changes: raise :class:`~modelscope_facemask.errors.FaceRowsError`
     when the rows already in ``out`` come from another model, contract or precision than ``spec``'s. Builds one
-    pipeline in the driver (only when ``out`` holds rows) and frees it."""
+    pipeline in the driver (only when ``out`` holds rows) and frees it.
+
+    ``same_machine=False`` (a cluster at an address): the driver may have no GPU, so its pipeline is built on the
+    CPU in fp32 and only the weights and the contract are compared here; the precision is checked on the actors'
+    first rows, before any shard is written."""
     import gc
 
     from .face_rows import check_same_run, folder_metadata
@@ -150,6 +146,8 @@ def check_folder_model(spec: EmbedSpec, out: str | os.PathLike, *, same_machine:
     existing = folder_metadata(out)
     if existing is None:
         return
+    if not same_machine:
+        spec = EmbedSpec(**{**spec.__dict__, "device": "cpu", "precision": "fp32"})
     pipeline = build_pipeline(spec)
     try:
         metadata = pipeline_metadata(spec, pipeline)
@@ -161,8 +159,9 @@ def check_folder_model(spec: EmbedSpec, out: str | os.PathLike, *, same_machine:
             import torch
 
             torch.cuda.empty_cache()
-    check_same_run(_comparable(metadata, same_machine), _comparable(existing, same_machine),
-                   f"--out {str(out)!r}")
+    if not same_machine:
+        metadata = {**metadata, "precision": existing.get("precision")}
+    check_same_run(metadata, existing, f"--out {str(out)!r}")
 
 
 def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = True) -> bool:

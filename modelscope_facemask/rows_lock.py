@@ -34,8 +34,12 @@ def _holder(path: Path) -> str:
 def holding_rows_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold the write lock of the rows folder ``folder`` (created if missing) for the ``with`` block.
 
-    Raises :class:`FaceRowsError` at once, changing nothing, when another process holds it."""
+    Raises :class:`FaceRowsError` at once, changing nothing, when another process holds it, or when ``folder``
+    is not a rows folder (a lock file is never put into someone else's folder)."""
+    from .face_rows import shard_files
+
     folder = Path(folder)
+    shard_files(folder)  # FaceRowsError: a file, or a folder holding anything else than shards
     folder.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(folder)
     if key in _held:

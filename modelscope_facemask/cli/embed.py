@@ -21,8 +21,10 @@ keypoints (m, 10) and metadata (JSON: model, device, precision, versions, weight
 --out FILE.jsonl (or '-' for stdout) writes one JSON object per image.
 --out FILE.parquet writes face rows, one row per face: source, face_index, box, score, landmarks, embedding, error
 (an image without a face or with an error gets one row with face_index -1), with the metadata in the schema.
---out DIR writes a folder of such Parquet shards, each written atomically: a rerun skips the sources already there
-(those with an error row too, unless --retry-errors).
+--out DIR writes a folder of such Parquet shards, each written atomically, sources stored as absolute paths: a rerun
+skips the images already there, however they are named (compared by resolved path; those with an error row too,
+unless --retry-errors). One run at a time writes a folder: a second is refused while the first runs. Unreadable
+entries of a folder (a dangling symlink, a FIFO) get error rows.
 --ray computes them on Ray Data with an actor pool of --workers pipelines (Ray started locally, or the cluster at
 --ray-address). Exit code 1 when an image cannot be read."""
 

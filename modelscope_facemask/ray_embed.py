@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .extras import require
-from .face_rows import is_url, unique_sources  # noqa: F401  (is_url, unique_sources: also used from here)
 
 METADATA_COLUMN = "_facemask_run"  # the actors' run metadata travels with the rows; the driver moves it to the schema
 MAX_INPUT_BLOCKS = 1000
@@ -224,7 +223,7 @@ def _embed_locked(spec: EmbedSpec, sources: Sequence[str], out: str | os.PathLik
 
     from .embedding_runs import recorded_model
     from .face_rows import (METADATA_KEY, check_same_run, count_images, done_sources, drop_error_rows,
-                            folder_metadata, pending_sources, write_shard)
+                            folder_metadata, pending_sources, unique_sources, write_shard)
 
     started = time.perf_counter()
     spec = EmbedSpec(**{**spec.__dict__, "model": recorded_model(spec.model)})

@@ -7,12 +7,20 @@ computes (:func:`~modelscope_facemask.faces.decode_ahead.chunks_ahead`: at most 
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 from .faces.decode_ahead import chunks_ahead
 from .faces.images import load_image
 
 KEEP = object()  # "use the model's configured max_faces"
+
+
+def recorded_model(model: str) -> str:
+    """How a run records ``--model`` (face rows, galleries): a local folder as its absolute path, so that the
+    record is usable from any working folder; a hub id (or ``hf://`` reference) unchanged."""
+    path = os.path.expanduser(model)
+    return os.path.abspath(path) if model and not model.startswith("hf://") and os.path.isdir(path) else model
 
 
 def embed_sources(pipeline: Any, sources: Sequence[Any], *, max_faces: Any = KEEP, batch_size: int = 16,

@@ -11,6 +11,11 @@ A rows *folder* (``facemask embed --out DIR``) holds shards ``part-<sha>.parquet
 temporary hidden sibling renamed into place), so a shard that exists is complete; an interrupted run is resumed
 by skipping the sources its shards already hold (:func:`done_sources`). Sources whose rows are error rows count as
 done too, unless :func:`drop_error_rows` removes those rows first (``facemask embed --retry-errors``).
+
+A local source is stored as its absolute, normalised path (:func:`source_name`; URLs as given) and compared by its
+resolved path (:func:`source_key`: symlinks followed), so ``embed enrol`` and ``embed /abs/enrol`` find the same
+sources done. Folders written by older versions, which stored paths as typed, are read the same way (a relative
+source is taken against the working folder). One run at a time writes a folder (:mod:`modelscope_facemask.rows_lock`).
 """
 from __future__ import annotations
 
@@ -30,6 +35,77 @@ SHARD_PREFIX = "part-"
 SHARD_SUFFIX = ".parquet"
 EMBEDDING_SIZE = 512
 COLUMNS = ("source", "face_index", "box", "score", "landmarks", "embedding", "error")
+
+
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def source_name(source: str | os.PathLike) -> str:
+    """How a rows folder stores a source: a local path made absolute and normalised (``..`` and ``.`` removed,
+    symlinks kept, so the parent folder still names the identity); an http(s) URL unchanged."""
+    source = os.fspath(source)
+    return source if is_url(source) else os.path.abspath(source)
+
+
+def _folder_links(folder: str) -> tuple[str, frozenset[str]]:
+    """(the resolved path of ``folder``, the names of the symlinks in it): one directory listing, no stat per file."""
+    try:
+        with os.scandir(folder) as entries:
+            links = frozenset(e.name for e in entries if e.is_symlink())
+    except OSError:  # a folder that is gone (rows of another machine) or unreadable: nothing to follow
+        links = frozenset()
+    return os.path.realpath(folder), links
+
+
+def source_keys(sources: Sequence[str]) -> list[str]:
+    """What sources are compared by: the resolved path of a local source (folder and file symlinks followed; a
+    relative one against the working folder); a URL unchanged. Each folder is listed and resolved once."""
+    folders: dict[str, tuple[str, frozenset[str]]] = {}
+    keys = []
+    for source in sources:
+        source = str(source)
+        if is_url(source):
+            keys.append(source)
+            continue
+        head, tail = os.path.split(os.path.abspath(source))
+        if head not in folders:
+            folders[head] = _folder_links(head)
+        real, links = folders[head]
+        path = os.path.join(real, tail)
+        keys.append(os.path.realpath(path) if tail in links else path)
+    return keys
+
+
+def source_key(source: str) -> str:
+    """:func:`source_keys` of one source."""
+    return source_keys([source])[0]
+
+
+def _unique(sources: Sequence[str]) -> tuple[list[str], list[str]]:
+    names = [source_name(s) for s in sources]
+    seen: set[str] = set()
+    unique, keys = [], []
+    for name, key in zip(names, source_keys(names)):
+        if key not in seen:
+            seen.add(key)
+            unique.append(name)
+            keys.append(key)
+    return unique, keys
+
+
+def unique_sources(sources: Sequence[str]) -> list[str]:
+    """``sources`` as stored (:func:`source_name`), each photo once (by :func:`source_key`, first kept), in order."""
+    return _unique(sources)[0]
+
+
+def pending_sources(sources: Sequence[str], done: Collection[str]) -> tuple[list[str], int]:
+    """(the :func:`unique_sources` of ``sources`` that are not ``done`` -- stored sources of a rows folder, compared
+    by :func:`source_key` --, how many were done)."""
+    unique, keys = _unique(sources)
+    finished = set(source_keys(list(done)))
+    pending = [name for name, key in zip(unique, keys) if key not in finished]
+    return pending, len(unique) - len(pending)
 
 
 def _pa() -> Any:
@@ -143,6 +219,12 @@ def write_shard(table: Any, folder: str | os.PathLike) -> Path:
     return write_face_rows(table, Path(folder) / shard_name(table))
 
 
+def _is_lock(path: Path) -> bool:
+    from .rows_lock import LOCK_NAME
+
+    return path.name == LOCK_NAME
+
+
 def _is_shard(path: Path) -> bool:
     return path.name.startswith(SHARD_PREFIX) and path.name.endswith(SHARD_SUFFIX) and path.is_file()
 
@@ -155,14 +237,15 @@ def _is_temporary(path: Path) -> bool:
 
 def shard_files(folder: str | os.PathLike) -> list[Path]:
     """The complete shards of a rows folder, sorted by name ([] for a missing folder). Raises
-    :class:`FaceRowsError` when the folder holds anything else than shards and leftover temporary files."""
+    :class:`FaceRowsError` when the folder holds anything else than shards, leftover temporary files and its lock
+    file."""
     folder = Path(folder)
     if not folder.exists():
         return []
     if not folder.is_dir():
         raise FaceRowsError(f"face rows folder {str(folder)!r} is a file; give a folder name (or FILE.parquet)")
     entries = sorted(folder.iterdir())
-    strangers = [p.name for p in entries if not _is_shard(p) and not _is_temporary(p)]
+    strangers = [p.name for p in entries if not _is_shard(p) and not _is_temporary(p) and not _is_lock(p)]
     if strangers:
         raise FaceRowsError(
             f"{str(folder)!r} is not a face rows folder: it holds {', '.join(map(repr, strangers[:5]))}"
@@ -231,19 +314,23 @@ def done_sources(folder: str | os.PathLike, metadata: Mapping[str, Any] | None =
 
 
 def drop_error_rows(folder: str | os.PathLike, sources: Collection[str]) -> list[str]:
-    """Remove the error rows (``error`` not null) of ``sources`` from the shards of a rows folder, so that those
-    sources count as not done and the next run embeds them again. Each shard concerned is rewritten atomically in
-    place (removed when nothing else is left in it), so an interruption leaves every shard either as it was or
-    without those rows. Returns the sources whose error rows were removed, in shard order."""
+    """Remove the error rows (``error`` not null) of ``sources`` (compared by :func:`source_key`) from the shards of
+    a rows folder, so that those sources count as not done and the next run embeds them again. Each shard
+    concerned is rewritten atomically in place (removed when nothing else is left in it), so an interruption leaves
+    every shard either as it was or without those rows. Returns the stored sources whose error rows were removed,
+    in shard order."""
     pc = require("pyarrow.compute", "ray", "face rows (Parquet)")
     pa = _pa()
-    wanted = pa.array(sorted(set(sources)), pa.string())
+    wanted = set(source_keys(list(sources)))
     removed: list[str] = []
     for path in shard_files(folder):
         listing = _read_file(path, ["source", "error"])  # the embeddings are read only for a shard that changes
-        drop = pc.and_(pc.is_valid(listing.column("error")), pc.is_in(listing.column("source"), value_set=wanted))
-        if not pc.any(drop).as_py():
+        failed = pc.is_valid(listing.column("error"))
+        candidates = sorted(set(listing.filter(failed).column("source").to_pylist()))
+        matched = [s for s, key in zip(candidates, source_keys(candidates)) if key in wanted]
+        if not matched:
             continue
+        drop = pc.and_(failed, pc.is_in(listing.column("source"), value_set=pa.array(matched, pa.string())))
         removed += listing.filter(drop).column("source").to_pylist()
         kept = _read_file(path, None).filter(pc.invert(drop))
         if kept.num_rows:
@@ -251,6 +338,14 @@ def drop_error_rows(folder: str | os.PathLike, sources: Collection[str]) -> list
         else:
             path.unlink()
     return removed
+
+
+def check_folder_run(folder: str | os.PathLike, metadata: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`FaceRowsError` when the rows already in ``folder`` come from another model, contract or
+    precision than ``metadata`` (nothing to check in a new or empty folder)."""
+    existing = folder_metadata(folder)
+    if existing is not None:
+        check_same_run(metadata, existing, where)
 
 
 def folder_metadata(folder: str | os.PathLike) -> dict[str, Any] | None:

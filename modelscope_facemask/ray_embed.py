@@ -8,7 +8,8 @@ cluster has GPUs) and calling the same embed loop as the single-process command
 pipeline's own loader, so rows and error messages equal ``facemask embed``'s and a bad file becomes an error row
 instead of a failed read task. The driver streams the result blocks and writes shards of about ``shard_images``
 images atomically into the output folder, so an interrupted run loses at most the shard in progress and a rerun skips
-every source already in a shard.
+every source already in a shard. The driver holds the folder's write lock (:mod:`modelscope_facemask.rows_lock`) for
+the whole run, and checks the model, contract and precision against the rows already there before Ray starts.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class RayEmbedSummary:
     shards: list[str] = field(default_factory=list)
     first_result_seconds: float = 0.0  # start-up: Ray, the actors' pipelines and the first batch
     first_result_images: int = 0
+    retried: list[str] = field(default_factory=list)  # sources whose error rows were removed (retry_errors)
 
     @property
     def images_per_second(self) -> float:
@@ -82,27 +84,38 @@ class RayEmbedSummary:
                 f"{len(self.shards)} new shard(s)")
 
 
+def build_pipeline(spec: EmbedSpec) -> Any:
+    """The FaceMask pipeline ``spec`` describes (what each actor holds)."""
+    from .modelscope_adapters.pipeline import FaceMaskPipeline
+
+    kwargs = {} if spec.max_faces == MODEL_MAX_FACES else {"max_faces": spec.max_faces}
+    return FaceMaskPipeline(spec.model_dir, device=spec.device, detector_model=spec.detector,
+                            precision=spec.precision, det_max_side=spec.det_max_side,
+                            engine=spec.engine, engine_dir=spec.engine_dir, **kwargs)
+
+
+def pipeline_metadata(spec: EmbedSpec, pipeline: Any) -> dict[str, Any]:
+    """The run metadata of the rows ``pipeline`` (built from ``spec``) writes."""
+    from .regress import run_metadata
+
+    max_faces = pipeline.preprocessor.settings.max_faces if spec.max_faces == MODEL_MAX_FACES else spec.max_faces
+    return {"model": spec.model, **run_metadata(pipeline, max_faces)}
+
+
 class EmbedActor:
     """A Ray Data actor: one FaceMask pipeline, built once; batches of ``source`` paths -> face-row tables."""
 
     def __init__(self, spec: EmbedSpec) -> None:
         import torch
 
-        from .modelscope_adapters.pipeline import FaceMaskPipeline
-        from .regress import run_metadata
-
         torch.set_num_threads(max(1, spec.threads))
         for name in ("modelscope", "modelscope.facemask"):  # warnings (a skipped image) reach the driver; INFO if -v
             logging.getLogger(name).setLevel(logging.INFO if spec.verbose else logging.WARNING)
         self.spec = spec
-        kwargs = {} if spec.max_faces == MODEL_MAX_FACES else {"max_faces": spec.max_faces}
-        self.pipeline = FaceMaskPipeline(spec.model_dir, device=spec.device, detector_model=spec.detector,
-                                         precision=spec.precision, det_max_side=spec.det_max_side,
-                                         engine=spec.engine, engine_dir=spec.engine_dir, **kwargs)
-        max_faces = (self.pipeline.preprocessor.settings.max_faces if spec.max_faces == MODEL_MAX_FACES
-                     else spec.max_faces)
-        self.max_faces = max_faces
-        self.metadata = json.dumps({"model": spec.model, **run_metadata(self.pipeline, max_faces)}, sort_keys=True)
+        self.pipeline = build_pipeline(spec)
+        self.max_faces = (self.pipeline.preprocessor.settings.max_faces if spec.max_faces == MODEL_MAX_FACES
+                          else spec.max_faces)
+        self.metadata = json.dumps(pipeline_metadata(spec, self.pipeline), sort_keys=True)
 
     def __call__(self, batch: Mapping[str, Any]) -> Any:
         import pyarrow as pa
@@ -117,13 +130,37 @@ class EmbedActor:
         return table.append_column(METADATA_COLUMN, pa.array([self.metadata] * table.num_rows, pa.string()))
 
 
-def is_url(source: str) -> bool:
-    return source.startswith(("http://", "https://"))
+def check_folder_model(spec: EmbedSpec, out: str | os.PathLike, *, same_machine: bool = True) -> None:
+    """Before Ray starts and before anything changes: raise :class:`~modelscope_facemask.errors.FaceRowsError`
+    when the rows already in ``out`` come from another model, contract or precision than ``spec``'s. Builds one
+    pipeline in the driver (only when ``out`` holds rows) and frees it.
 
+    ``same_machine=False`` (a cluster at an address): the driver may have no GPU, so its pipeline is built on the
+    CPU in fp32 and only the weights and the contract are compared here; the precision is checked on the actors'
+    first rows, before any shard is written."""
+    import gc
 
-def unique_sources(sources: Sequence[str]) -> list[str]:
-    """``sources`` without repeats, in order (a rows folder holds each source once)."""
-    return list(dict.fromkeys(str(s) for s in sources))
+    from .face_rows import check_same_run, folder_metadata
+
+    existing = folder_metadata(out)
+    if existing is None:
+        return
+    if not same_machine:
+        spec = EmbedSpec(**{**spec.__dict__, "device": "cpu", "precision": "fp32"})
+    pipeline = build_pipeline(spec)
+    try:
+        metadata = pipeline_metadata(spec, pipeline)
+    finally:
+        on_cuda = getattr(pipeline.device_used, "type", "cpu") == "cuda"
+        del pipeline
+        gc.collect()
+        if on_cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+    if not same_machine:
+        metadata = {**metadata, "precision": existing.get("precision")}
+    check_same_run(metadata, existing, f"--out {str(out)!r}")
 
 
 def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = True) -> bool:
@@ -156,30 +193,49 @@ def worker_resources(device: str, workers: int, cpus_per_worker: int | None) -> 
 
 def embed_with_ray(spec: EmbedSpec, sources: Sequence[str], out: str | os.PathLike, *, workers: int,
                    cpus_per_worker: int | None = None, address: str | None = None, shard_images: int = 1000,
-                   progress: bool = True, on_shard: Callable[[Path], None] | None = None) -> RayEmbedSummary:
+                   progress: bool = True, on_shard: Callable[[Path], None] | None = None,
+                   retry_errors: bool = False) -> RayEmbedSummary:
     """Embed ``sources`` on a Ray actor pool of ``workers`` pipelines into the rows folder ``out`` (Parquet shards,
-    :mod:`modelscope_facemask.face_rows`); sources already in ``out``'s shards are skipped.
+    :mod:`modelscope_facemask.face_rows`); sources already in ``out``'s shards are skipped (compared by resolved
+    path), and with ``retry_errors`` their error rows are removed first so that they are embedded again.
 
+    The folder's write lock is held for the whole run. Before Ray starts and before anything changes, the rows
+    already in ``out`` are checked against ``spec``'s model, contract and precision (:func:`check_folder_model`).
     Without ``address`` (and no Ray initialised in this process) Ray starts locally and is shut down afterwards.
-    Raises :class:`~modelscope_facemask.errors.FaceRowsError` when ``out`` is not a rows folder or holds rows of
-    another model, contract or precision; a bad image only gives its error row.
+    Raises :class:`~modelscope_facemask.errors.FaceRowsError` when ``out`` is not a rows folder, is being written
+    by another run, or holds rows of another model, contract or precision; a bad image only gives its error row.
     """
+    from .rows_lock import holding_rows_folder
+
+    with holding_rows_folder(out):
+        check_folder_model(spec, out, same_machine=not address)
+        return _embed_locked(spec, sources, out, workers=workers, cpus_per_worker=cpus_per_worker, address=address,
+                             shard_images=shard_images, progress=progress, on_shard=on_shard,
+                             retry_errors=retry_errors)
+
+
+def _embed_locked(spec: EmbedSpec, sources: Sequence[str], out: str | os.PathLike, *, workers: int,
+                  cpus_per_worker: int | None, address: str | None, shard_images: int, progress: bool,
+                  on_shard: Callable[[Path], None] | None, retry_errors: bool) -> RayEmbedSummary:
+    """:func:`embed_with_ray` once the lock is held and the model checked."""
     ray = require("ray", "ray", "embedding with Ray Data")
     import pyarrow as pa
 
-    from .face_rows import METADATA_KEY, check_same_run, count_images, done_sources, folder_metadata, write_shard
+    from .embedding_runs import recorded_model
+    from .face_rows import (METADATA_KEY, check_same_run, count_images, done_sources, drop_error_rows,
+                            folder_metadata, pending_sources, unique_sources, write_shard)
 
     started = time.perf_counter()
-    sources = unique_sources(sources)
+    spec = EmbedSpec(**{**spec.__dict__, "model": recorded_model(spec.model)})
     if os.path.isdir(spec.model_dir):  # workers may run in another folder
         spec = EmbedSpec(**{**spec.__dict__, "model_dir": os.path.abspath(spec.model_dir)})
     for name in ("detector", "engine_dir"):
         value = getattr(spec, name)
         if value is not None and os.path.isdir(value):
             spec = EmbedSpec(**{**spec.__dict__, name: os.path.abspath(value)})
-    done = done_sources(out)
-    pending = [s for s in sources if s not in done]
-    summary = RayEmbedSummary(skipped=len(sources) - len(pending), workers=workers)
+    retried = drop_error_rows(out, unique_sources(sources)) if retry_errors else []
+    pending, skipped = pending_sources(sources, done_sources(out))
+    summary = RayEmbedSummary(skipped=skipped, workers=workers, retried=retried)
     if not pending:
         return summary
     existing = folder_metadata(out)
@@ -194,7 +250,7 @@ def embed_with_ray(spec: EmbedSpec, sources: Sequence[str], out: str | os.PathLi
         spec = EmbedSpec(**{**spec.__dict__, "threads": cpus})
         batch = max(1, min(spec.batch_size, math.ceil(len(pending) / workers)))  # every worker gets work
         blocks = max(1, min(math.ceil(len(pending) / batch), MAX_INPUT_BLOCKS))
-        items = [{"source": s, "path": s if is_url(s) else os.path.abspath(s)} for s in pending]
+        items = [{"source": s, "path": s} for s in pending]  # pending_sources: absolute paths or URLs
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
         rows = dataset.map_batches(EmbedActor, fn_constructor_args=(spec,), batch_size=batch, batch_format="numpy",
                                    compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus)

@@ -11,7 +11,7 @@ from ..embedding_runs import KEEP, embed_sources
 from ..hub.probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
 from ..json_output import json_text, write_json  # noqa: F401  (re-exported for the subcommands)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+from ..faces.images import IMAGE_SUFFIXES, image_paths_under
 
 
 class UsageError(Exception):
@@ -153,10 +153,9 @@ def open_preprocessor(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted, hidden files and folders skipped)."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    """Image entries under ``folder`` (recursive, sorted, hidden files and folders skipped; a dangling symlink or a
+    FIFO is listed, and becomes an error of its own: :func:`~modelscope_facemask.faces.images.image_paths_under`)."""
+    return image_paths_under(folder)
 
 
 def expand_inputs(items: Iterable[str]) -> tuple[list[str], bool]:

@@ -21,8 +21,10 @@ keypoints (m, 10) and metadata (JSON: model, device, precision, versions, weight
 --out FILE.jsonl (or '-' for stdout) writes one JSON object per image.
 --out FILE.parquet writes face rows, one row per face: source, face_index, box, score, landmarks, embedding, error
 (an image without a face or with an error gets one row with face_index -1), with the metadata in the schema.
---out DIR writes a folder of such Parquet shards, each written atomically: a rerun skips the sources already there
-(those with an error row too, unless --retry-errors).
+--out DIR writes a folder of such Parquet shards, each written atomically, sources stored as absolute paths: a rerun
+skips the images already there, however they are named (compared by resolved path; those with an error row too,
+unless --retry-errors). One run at a time writes a folder: a second is refused while the first runs. Unreadable
+entries of a folder (a dangling symlink, a FIFO) get error rows.
 --ray computes them on Ray Data with an actor pool of --workers pipelines (Ray started locally, or the cluster at
 --ray-address). Exit code 1 when an image cannot be read."""
 
@@ -124,10 +126,11 @@ def _check_options(args: argparse.Namespace, kind: str) -> None:
 
 
 def _run_metadata(args: argparse.Namespace, pipeline: Any, max_faces: Any) -> dict[str, Any]:
+    from ..embedding_runs import recorded_model
     from ..regress import run_metadata
 
-    return {"model": args.model, **run_metadata(pipeline, pipeline.preprocessor.settings.max_faces
-                                                if max_faces is KEEP else max_faces)}
+    return {"model": recorded_model(args.model), **run_metadata(pipeline, pipeline.preprocessor.settings.max_faces
+                                                                if max_faces is KEEP else max_faces)}
 
 
 def _default_workers(args: argparse.Namespace) -> int:
@@ -146,55 +149,57 @@ def _run_ray(args: argparse.Namespace, sources: list[str], max_faces: Any) -> in
 
     require("ray", "ray", "facemask embed --ray")
     model_dir = resolve_model_dir(args.model)  # downloads and hub errors here, once, not in every actor
-    _retry_errors(args, sources)
     spec = EmbedSpec(model_dir=model_dir, model=args.model, detector=resolve_detector(args, model_dir),
                      device=args.device, precision=args.precision, det_max_side=args.det_max_side,
                      max_faces=MODEL_MAX_FACES if max_faces is KEEP else max_faces, batch_size=args.batch_size,
                      verbose=args.verbose, engine=getattr(args, "engine", None),
                      engine_dir=getattr(args, "engine_dir", None))
-    try:
+    try:  # the lock, then the model check, then --retry-errors, then Ray (embed_with_ray, in that order)
         summary = embed_with_ray(spec, sources, args.out, workers=args.workers or _default_workers(args),
                                  cpus_per_worker=args.cpus_per_worker, address=args.ray_address,
-                                 shard_images=args.shard_size, progress=not args.no_progress)
-    except FaceRowsError as exc:  # another model's rows in --out
+                                 shard_images=args.shard_size, progress=not args.no_progress,
+                                 retry_errors=args.retry_errors)
+    except FaceRowsError as exc:  # another run writing --out, or another model's rows in it
         raise UsageError(str(exc)) from None
+    if args.retry_errors:
+        _say_retried(args, summary.retried)
     print(summary.line(args.out))
     return 1 if summary.errors else 0
 
 
-def _retry_errors(args: argparse.Namespace, sources: list[str]) -> None:
-    """With --retry-errors: remove the error rows of these sources from --out (they are then embedded again)."""
-    if not args.retry_errors:
-        return
-    from ..face_rows import drop_error_rows
-
-    removed = drop_error_rows(args.out, sources)
+def _say_retried(args: argparse.Namespace, removed: list[str]) -> None:
     print(f"--retry-errors: {len(removed)} error row(s) removed from {args.out!r}; embedding those images again",
           file=sys.stderr)
 
 
 def _run_folder(args: argparse.Namespace, pipeline: Any, sources: list[str], max_faces: Any, progress: bool) -> int:
-    """Single-process face rows into a resumable folder of shards (the same rows as --ray)."""
+    """Single-process face rows into a resumable folder of shards (the same rows as --ray): the folder's write lock
+    is held for the run; the model check comes before anything changes."""
+    from ..errors import FaceRowsError
+    from ..rows_lock import holding_rows_folder
+
+    try:
+        with holding_rows_folder(args.out):
+            return _run_folder_locked(args, pipeline, sources, max_faces, progress)
+    except FaceRowsError as exc:  # another run writing --out, or another model's rows in it
+        raise UsageError(str(exc)) from None
+
+
+def _run_folder_locked(args: argparse.Namespace, pipeline: Any, sources: list[str], max_faces: Any,
+                       progress: bool) -> int:
     import time
 
     from tqdm import tqdm
 
-    from ..errors import FaceRowsError
-    from ..face_rows import check_same_run, count_images, done_sources, face_rows, folder_metadata, write_shard
-    from ..ray_embed import unique_sources
+    from ..face_rows import (check_folder_run, count_images, done_sources, drop_error_rows, face_rows,
+                             pending_sources, unique_sources, write_shard)
 
     started = time.perf_counter()
     metadata = _run_metadata(args, pipeline, max_faces)
-    existing = folder_metadata(args.out)
-    if existing is not None:
-        try:
-            check_same_run(metadata, existing, f"--out {args.out!r}")
-        except FaceRowsError as exc:
-            raise UsageError(str(exc)) from None
-    sources = unique_sources(sources)
-    _retry_errors(args, sources)
-    done = done_sources(args.out)
-    pending = [s for s in sources if s not in done]
+    check_folder_run(args.out, metadata, f"--out {args.out!r}")
+    if args.retry_errors:
+        _say_retried(args, drop_error_rows(args.out, unique_sources(sources)))
+    pending, skipped = pending_sources(sources, done_sources(args.out))
     images = faces = errors = 0
     with tqdm(total=len(pending), unit="image", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(pending), args.shard_size):
@@ -206,7 +211,7 @@ def _run_folder(args: argparse.Namespace, pipeline: Any, sources: list[str], max
             images, faces, errors = images + counts[0], faces + counts[1], errors + counts[2]
             bar.update(len(chunk))
     seconds = time.perf_counter() - started
-    print(f"{images} image(s) embedded, {len(sources) - len(pending)} already in {args.out!r} skipped, {faces} "
+    print(f"{images} image(s) embedded, {skipped} already in {args.out!r} skipped, {faces} "
           f"face(s), {errors} error(s), {seconds:.1f} s, {images / seconds if seconds else 0:.2f} images/s on "
           f"{pipeline.device_used} -> {args.out}")
     return 1 if errors else 0

@@ -29,6 +29,7 @@ import os
 import socket
 import stat
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
 import numpy as np
@@ -163,6 +164,26 @@ def as_image_error(exc: BaseException, source: Any) -> FaceMaskError:
     )
     error.__cause__ = exc
     return error
+
+
+# ---------------------------------------------------------------------------------------------------- listing
+#: The file name suffixes (lower case) that make a folder entry an image input.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def is_image_entry(path: Path) -> bool:
+    """True for a folder entry with an image suffix that is not a folder: a regular file, and also a dangling
+    symlink, a FIFO, a socket or a device, which :func:`load_image` reports as unreadable (without opening them)
+    so that they are counted as errors rather than dropped without a word."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir()
+
+
+def image_paths_under(folder: str | os.PathLike) -> list[Path]:
+    """The image entries (:func:`is_image_entry`) under ``folder``, recursive and sorted, hidden files and folders
+    skipped."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if is_image_entry(p)
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 # ---------------------------------------------------------------------------------------------------- loading

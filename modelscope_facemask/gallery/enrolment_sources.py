@@ -9,8 +9,11 @@ Three source kinds, chosen by what the path is:
 * Parquet face rows (``facemask embed --ray`` output: a ``.parquet`` file or a folder of ``.parquet`` shards): the
   embeddings are used as they are (no second embedding run); an image's identity is the name of its parent folder.
 
-Local image sources of the first two kinds are recorded as absolute paths (URLs as they are; face rows keep the
-sources their run recorded), so that a gallery recognises an image already enrolled from any working folder.
+Local image sources of the first two kinds are recorded as absolute, normalised paths (URLs as they are; face rows
+keep the sources their run recorded), so that a gallery recognises an image already enrolled from any working folder.
+A photo that one source lists twice (by resolved path: a CSV line repeated, a symlink to another listed image, the
+same image under a relative and an absolute path in face rows) is enrolled once, the repeat reported as not
+enrolled; listed under two identities, the source is refused (:class:`EnrolmentSourceError` naming both).
 """
 from __future__ import annotations
 
@@ -24,8 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import EnrolmentSourceError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+from ..faces.images import IMAGE_SUFFIXES, is_image_entry
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,10 @@ def read_source(path: str | os.PathLike) -> LabelledImages | EmbeddedFaces:
 
 
 def read_folder_tree(root: str | os.PathLike) -> LabelledImages:
-    """``root/IDENTITY/**/*.jpg`` (any image suffix; hidden files and folders skipped), sorted by identity, path.
-    Sources are absolute paths (a gallery knows its images whatever the working folder)."""
-    root = Path(root).absolute()
+    """``root/IDENTITY/**/*.jpg`` (any image suffix; hidden files and folders skipped; a dangling symlink or a FIFO
+    is listed and becomes a problem when embedded), sorted by identity, path. Sources are absolute paths (a gallery
+    knows its images whatever the working folder); a photo listed twice is enrolled once (:func:`drop_repeats`)."""
+    root = Path(os.path.abspath(root))
     images, problems = [], []
     for item in sorted(root.iterdir()):
         if item.name.startswith("."):
@@ -107,19 +110,45 @@ def read_folder_tree(root: str | os.PathLike) -> LabelledImages:
         elif item.is_dir():
             for path in sorted(item.rglob("*")):
                 rel = path.relative_to(root)
-                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not any(
-                        part.startswith(".") for part in rel.parts):
+                if is_image_entry(path) and not any(part.startswith(".") for part in rel.parts):
                     images.append(LabelledImage(str(path), item.name, rel.as_posix()))
     if not images:
         raise EnrolmentSourceError(f"no images in identity folders under {str(root)!r}: the layout is "
                                    f"{root.name}/IDENTITY/*.jpg (one subfolder per person)")
-    return LabelledImages(images, problems)
+    images, repeats = drop_repeats(images, [i.key for i in images], str(root))
+    return LabelledImages(images, problems + repeats)
+
+
+def drop_repeats(images: Sequence[LabelledImage], labels: Sequence[str],
+                 where: str) -> tuple[list[LabelledImage], list[tuple[str, str]]]:
+    """``images`` with each photo once (compared by resolved path; the first kept) and the repeats as problems
+    (source, reason). ``labels`` name each image in messages (``line 3``, ``IDENTITY/file.jpg``). Raises
+    :class:`EnrolmentSourceError` when one photo is listed under two identities: which one it shows is unknown."""
+    from ..face_rows import source_keys
+
+    first: dict[str, int] = {}
+    kept: list[LabelledImage] = []
+    repeats: list[tuple[str, str]] = []
+    for slot, (image, key) in enumerate(zip(images, source_keys([i.source for i in images]))):
+        if key not in first:
+            first[key] = slot
+            kept.append(image)
+            continue
+        earlier = images[first[key]]
+        if earlier.identity != image.identity:
+            raise EnrolmentSourceError(
+                f"{where}: {labels[first[key]]} ({earlier.identity!r}) and {labels[slot]} ({image.identity!r}) are "
+                f"the same photo {key!r} under two identities; keep it under the identity it shows and remove "
+                "the other")
+        repeats.append((image.source, f"{labels[slot]} repeats {labels[first[key]]} (the same photo, identity "
+                                      f"{image.identity!r}): enrolled once"))
+    return kept, repeats
 
 
 def read_csv(path: str | os.PathLike) -> LabelledImages:
     """A CSV with the header ``path,identity`` (other columns ignored); relative paths against the CSV's folder."""
     path = Path(path)
-    images = []
+    images, lines = [], []
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -133,9 +162,10 @@ def read_csv(path: str | os.PathLike) -> LabelledImages:
                 identity = (row[columns["identity"]] or "").strip()
                 if not given or not identity:
                     raise EnrolmentSourceError(f"{path}:{line}: empty path or identity")
-                source = given if given.startswith(("http://", "https://")) or os.path.isabs(given) \
-                    else str(path.parent.absolute() / given)
+                source = given if given.startswith(("http://", "https://")) \
+                    else os.path.abspath(os.path.join(path.parent.absolute(), given))
                 images.append(LabelledImage(source, identity, given))
+                lines.append(f"line {line}")
     except OSError as exc:
         raise EnrolmentSourceError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, csv.Error) as exc:
@@ -143,7 +173,8 @@ def read_csv(path: str | os.PathLike) -> LabelledImages:
                                    "enrolment CSV needs the header path,identity") from None
     if not images:
         raise EnrolmentSourceError(f"{path}: no rows")
-    return LabelledImages(images)
+    images, repeats = drop_repeats(images, lines, str(path))
+    return LabelledImages(images, repeats)
 
 
 def identity_of_source(source: str) -> tuple[str, str]:
@@ -156,11 +187,16 @@ def identity_of_source(source: str) -> tuple[str, str]:
 
 def read_face_rows_source(path: str | os.PathLike) -> EmbeddedFaces:
     """The largest face (by box area) of every image in Parquet face rows; images with no face or an error are
-    problems. The schema metadata must say which model and contract made the embeddings."""
+    problems. A photo stored under two sources (rows of an older version: a relative and an absolute path) is
+    enrolled once (:func:`drop_repeats`, by resolved stored source). The schema metadata must say which model and
+    contract made the embeddings; its model folder is recorded as an absolute path when it is one from here."""
+    from ..embedding_runs import recorded_model
     from ..face_rows import read_face_rows, rows_metadata
 
     table = read_face_rows(path, columns=("source", "face_index", "box", "embedding", "error"))  # FaceRowsError
     metadata = rows_metadata(table)
+    if isinstance(metadata.get("model"), str):
+        metadata["model"] = recorded_model(metadata["model"])
     source = table.column("source").to_pylist()
     face_index = np.asarray(table.column("face_index").to_numpy(zero_copy_only=False))
     error = table.column("error").to_pylist()
@@ -179,7 +215,10 @@ def read_face_rows_source(path: str | os.PathLike) -> EmbeddedFaces:
             best[src] = (area, row)
     embeddings_col = table.column("embedding")
     kept, identities, keys, rows, reasons = [], [], [], [], []
-    for src in sorted(order):
+    listed = [LabelledImage(src, *identity_of_source(src)) for src in sorted(order)]
+    unique, repeats = drop_repeats(listed, [i.source for i in listed], str(path))
+    reasons += repeats
+    for src in (i.source for i in unique):
         if src in best:
             identity, key = identity_of_source(src)
             if not identity:

@@ -180,17 +180,45 @@ def _selected(files: Iterable[str], folder: Path, within: Iterable[str | os.Path
     return sorted(f for f in files if any(p == "." or f == p or f.startswith(f"{p}/") for p in prefixes))
 
 
+def unlisted_files(files: dict[str, Any], folder: Path, paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The regular files among ``paths`` that lie inside ``folder`` but are not in its manifest's ``files`` table
+    (folders and paths outside ``folder`` are skipped)."""
+    root = Path(os.path.abspath(folder))
+    found = []
+    for item in paths:
+        path = Path(os.path.abspath(item))
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:  # outside the folder: not covered by its manifest
+            continue
+        if path.is_file() and rel not in files:
+            found.append(Path(item))
+    return found
+
+
 def verify_manifest(model_dir: str | os.PathLike, within: Iterable[str | os.PathLike] | None = None) -> int:
     """Check the files listed in ``model_dir/manifest.json`` (only those at or under the paths in ``within``, when
     given: ordinary file-system paths, e.g. ``model_dir / "configuration.json"``; paths outside ``model_dir`` are
     ignored). Returns how many were verified (0 without a manifest).
 
-    Raises :class:`CheckpointError` naming the first missing, resized or altered file.
+    A file named in ``within`` (the files a loader is about to read: configuration.json, the weights file) must be
+    listed: one the manifest does not list, e.g. a ``model.safetensors`` added beside a listed ``pytorch_model.pt``
+    (which the loader would prefer), is refused rather than loaded unchecked.
+
+    Raises :class:`CheckpointError` naming the first unlisted, missing, resized or altered file.
     """
     folder = Path(model_dir)
     files = read_manifest(folder)
     if files is None:
         return 0
+    within = None if within is None else list(within)
+    unlisted = unlisted_files(files, folder, within or [])
+    if unlisted:
+        raise CheckpointError(
+            f"{str(unlisted[0])!r} is not listed in {str(folder / MANIFEST_FILE)!r}, so its contents are not "
+            "vouched for (a file added after packing, e.g. by a later commit on the hub) and it is not loaded; "
+            "remove it from the folder or repository, or pack the model again (`facemask pack`) so that the "
+            "manifest lists it")
     chosen = _selected(files, folder, within)
     for rel in chosen:
         path, expected = folder / rel, files[rel]

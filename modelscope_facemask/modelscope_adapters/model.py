@@ -45,7 +45,8 @@ class FaceMaskModel(TorchModel):
         self.precision = precision or settings.precision
         self.engine = engine or settings.engine
         weights = find_weights_file(model_dir)
-        verify_manifest(model_dir, [os.path.join(model_dir, CONFIGURATION_FILE), weights])  # packed repositories
+        config = os.path.join(model_dir, CONFIGURATION_FILE)
+        verify_manifest(model_dir, [config, weights])  # packed repositories: both files listed and unchanged
         # built on the meta device, the (memory-mapped) file's tensors become its weights: no second copy
         net = build_and_load(lambda: IResNet(settings.units), read_state_dict(weights), source=str(weights))
         self.device_used = resolve_device(device)

@@ -100,12 +100,14 @@ def _generated_manifest(folder: Path, output: str) -> tuple[dict[str, dict[str, 
     return files, ""
 
 
-def replacement_problem(folder: str | os.PathLike, output: str = PACK_OUTPUT) -> str | None:
+def replacement_problem(folder: str | os.PathLike, output: str = PACK_OUTPUT, *, contents: bool = True) -> str | None:
     """None when ``folder`` may be replaced by a new ``output`` (``pack``, ``demo``) of this package, else why not.
 
     Replaceable: a path that does not exist, an empty folder, or a folder holding exactly what a manifest generated
     by this package for the same command lists — every listed file present with its size and sha256, nothing else (hidden files, other
     files, empty folders and symbolic links all count as something else). Anything else may hold someone's data.
+    ``contents=False`` skips the presence, size and sha256 checks of the listed files: for a cache entry this
+    package wrote, which is rebuilt when its files were truncated or edited.
     """
     folder = Path(folder)
     if folder.is_symlink():
@@ -136,6 +138,8 @@ def replacement_problem(folder: str | os.PathLike, output: str = PACK_OUTPUT) ->
                 return f"it holds {rel!r}, which its {MANIFEST_FILE} does not list"
     if unreadable:
         return f"part of it cannot be listed ({unreadable[0]})"
+    if not contents:
+        return None
     for rel, entry in sorted(files.items()):
         path = folder / rel
         if not path.is_file():

@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 import torch
 
-from ..checkpoints import build_and_load, find_weights_file, read_state_dict
+from ..checkpoints import build_and_load, check_fits_file, find_weights_file, read_state_dict
 from ..engines.torch_engine import TorchEngine
 from ..errors import ConfigurationError, ImageLoadError
-from ..nets.retinaface import RetinaFace, RetinaFaceConfig
+from ..nets.retinaface import RetinaFace, RetinaFaceConfig, state_dict_elements
 from ..precision import DEFAULT_PRECISION, check_precision, prepare_net
 from .detections import Detections
 from .out_of_memory import run_halving
@@ -209,7 +209,8 @@ class FaceDetector:
 
         The files read are checked first against the ``manifest.json`` of the folder and of ``repository`` (the
         packed model repository the folder may lie in), where there is one: each must be listed there and match
-        (:func:`~modelscope_facemask.hub.manifest.verify_manifest`).
+        (:func:`~modelscope_facemask.hub.manifest.verify_manifest`). Every ``models`` value is checked, and the
+        network it describes must fit in the weights file, before anything is built.
         """
         from ..hub.manifest import verify_manifest
 
@@ -221,7 +222,13 @@ class FaceDetector:
         for root in dict.fromkeys(Path(os.path.abspath(r)) for r in (repository, model_dir) if r is not None):
             verify_manifest(root, [config_path, model_dir, weights])
         models = read_models_block(config_path)
-        config = RetinaFaceConfig.from_dict(models)
+        try:
+            config = RetinaFaceConfig.from_dict(models)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{str(config_path)!r}: {exc}; fix the file or re-download the detector "
+                                     "repository") from None
+        check_fits_file(state_dict_elements(config), weights,
+                        described_by=f"{str(config_path)!r}: models.out_channel {config.out_channel}")
         net = build_and_load(lambda: RetinaFace(config), read_state_dict(weights), source=str(weights))
         detector = cls(net, device=device, settings=settings, precision=precision)
         detector.weights_file = weights

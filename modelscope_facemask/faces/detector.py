@@ -219,7 +219,8 @@ class FaceDetector:
         if not config_path.is_file():
             raise ConfigurationError(f"detector folder {str(model_dir)!r} has no configuration.json")
         weights = find_weights_file(model_dir)
-        for root in dict.fromkeys(Path(os.path.abspath(r)) for r in (repository, model_dir) if r is not None):
+        roots = {os.path.abspath(r): Path(r) for r in (repository, model_dir) if r is not None}  # (once if equal)
+        for root in roots.values():
             verify_manifest(root, [config_path, model_dir, weights])
         models = read_models_block(config_path)
         try:

@@ -38,7 +38,9 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def find_weights_file(model_dir: str | os.PathLike) -> Path:
-    """The weights file of a model folder: ``model.safetensors`` when present, else ``pytorch_model.pt``."""
+    """The weights file of a model folder: ``model.safetensors`` when present, else ``pytorch_model.pt``. (The
+    loaders then require it to be listed in the folder's manifest.json, where there is one: a safetensors file added
+    beside a packed ``pytorch_model.pt`` is refused, not preferred.)"""
     folder = Path(model_dir)
     for name in (SAFETENSORS_WEIGHTS, TORCH_WEIGHTS):
         if (folder / name).is_file():

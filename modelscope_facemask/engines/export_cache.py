@@ -71,7 +71,6 @@ def cached_graph(net: torch.nn.Module, kind: str, engine: str, sha256: str) -> t
     """The graph file ``engine`` loads for ``net`` (exported into the cache when missing, corrupt or exported from
     other weights than ``sha256``), and :data:`HIT` or :data:`FRESH`."""
     from ..atomic_files import writing_folder
-
     from ..hub.manifest import replacement_problem
 
     fmt = ENGINE_FORMATS[engine]

@@ -3,8 +3,9 @@
 ``facemask pack`` and ``facemask demo`` write it (with ``"generator": "modelscope-facemask <version>"``);
 :func:`verify_manifest` is called by the model and detector loaders for the files they read, so a truncated
 download or a file changed after packing fails loudly with :class:`CheckpointError` naming the file, instead of
-loading silently; so does a file they would read that the manifest does not list (weights added after packing). A folder without a manifest (e.g. the official hub card) is accepted as it is. Hidden files and
-folders (``.ms_upload_cache``, ``.git``, the ``.mdl``/``.msc`` files ModelScope's cache adds) are never listed.
+loading silently; so does a file they would read that the manifest does not list (weights added after
+packing). A folder without a manifest (e.g. the official hub card) is accepted as it is. Hidden files and folders
+(``.ms_upload_cache``, ``.git``, the ``.mdl``/``.msc`` files ModelScope's cache adds) are never listed.
 :func:`replacement_problem` decides whether an existing folder is an unchanged output of this package, the only
 kind of folder a command may replace (``--force``).
 """

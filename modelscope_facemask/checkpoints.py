@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .atomic_files import writing_file
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigurationError
 
 TORCH_WEIGHTS = "pytorch_model.pt"
 SAFETENSORS_WEIGHTS = "model.safetensors"
@@ -38,7 +38,9 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def find_weights_file(model_dir: str | os.PathLike) -> Path:
-    """The weights file of a model folder: ``model.safetensors`` when present, else ``pytorch_model.pt``."""
+    """The weights file of a model folder: ``model.safetensors`` when present, else ``pytorch_model.pt``. (The
+    loaders then require it to be listed in the folder's manifest.json, where there is one: a safetensors file added
+    beside a packed ``pytorch_model.pt`` is refused, not preferred.)"""
     folder = Path(model_dir)
     for name in (SAFETENSORS_WEIGHTS, TORCH_WEIGHTS):
         if (folder / name).is_file():
@@ -47,6 +49,19 @@ def find_weights_file(model_dir: str | os.PathLike) -> Path:
         f"no weights in {str(folder)!r}: expected {SAFETENSORS_WEIGHTS!r} or {TORCH_WEIGHTS!r}; "
         "download the full model repository or pass the folder that holds the weights"
     )
+
+
+def check_fits_file(elements: int, weights: str | os.PathLike, *, described_by: str) -> None:
+    """Raise :class:`ConfigurationError` when a network whose state dict holds ``elements`` values cannot be stored in
+    the file ``weights`` (every value takes at least one byte, whatever its dtype). ``described_by`` names the
+    configuration file, key and value that describe the network. Called before the network is built, so that an
+    architecture value no checkpoint of this size could hold fails at once instead of allocating for minutes."""
+    size = Path(weights).stat().st_size
+    if elements > size:
+        raise ConfigurationError(
+            f"{described_by} describes a network of {elements:,} weight values, but its weights file "
+            f"{str(weights)!r} has only {size:,} bytes (at least one byte per value): the configuration does not "
+            "belong to these weights; set the values the weights were trained with (or re-download the repository)")
 
 
 def normalise_state_dict(state: Mapping[str, object], *, source: str = "checkpoint") -> dict[str, torch.Tensor]:

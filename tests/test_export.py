@@ -242,6 +242,59 @@ def test_corrupt_cached_graph_is_exported_again(small_model_dir, portraits, engi
     np.testing.assert_array_equal(first["img_embedding"], again["img_embedding"])
 
 
+def _onnx_embeddings(graph: Path, crops: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: crops})[0]
+
+
+def test_cached_graph_of_other_weights_is_exported_again(torch_nets, small_model_dir, engine_cache, export_calls,
+                                                         caplog):
+    """A cache entry holding another network's graph with its own valid manifest, under this network's name, is
+    not used (its manifest names other source weights): it is exported again from these weights."""
+    from modelscope_facemask.engines.export_cache import cache_key, weights_sha256
+    from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer
+
+    recognizer = torch_nets[0]
+    weights = sha256(small_model_dir / "pytorch_model.pt")
+    other = synthetic_recognizer(SMALL_UNITS, seed=7).eval()
+    other_graph, _ = cached_graph(other, "recognizer", "onnxruntime", weights_sha256(other))
+    entry = engine_cache / cache_key("recognizer", weights, "onnx")
+    shutil.copytree(other_graph.parent, entry)  # the other network's entry, files and manifest consistent
+    crops = np.random.default_rng(0).uniform(-1, 1, (2, 3, 112, 112)).astype(np.float32)
+    with torch.no_grad():
+        expected, others = recognizer(torch.from_numpy(crops)).numpy(), other(torch.from_numpy(crops)).numpy()
+    assert np.abs(_onnx_embeddings(entry / "recognizer.onnx", crops) - expected).max() > 100 * RAW_ABS
+    with caplog.at_level(logging.WARNING, logger="modelscope.facemask"):
+        graph, how = cached_graph(recognizer, "recognizer", "onnxruntime", weights)
+    assert (graph, how) == (entry / "recognizer.onnx", "fresh export")
+    assert export_calls == [("recognizer", "onnx")] * 2
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "exported from other weights" in warning and "exporting it again" in warning
+    assert json.loads((entry / "manifest.json").read_text())["source_weights_sha256"] == {"recognizer": weights}
+    assert np.abs(_onnx_embeddings(graph, crops) - expected).max() <= RAW_ABS
+    assert np.abs(others - expected).max() > 100 * RAW_ABS  # the two networks are told apart
+
+
+@pytest.mark.parametrize("case", ["no manifest", "a file its manifest does not list"])
+def test_cache_never_deletes_a_folder_it_did_not_write(torch_nets, small_model_dir, engine_cache, case):
+    from modelscope_facemask.engines.export_cache import cache_key
+
+    recognizer = torch_nets[0]
+    weights = sha256(small_model_dir / "pytorch_model.pt")
+    entry = engine_cache / cache_key("recognizer", weights, "onnx")
+    if case == "no manifest":
+        entry.mkdir(parents=True)
+    else:
+        graph, _ = cached_graph(recognizer, "recognizer", "onnxruntime", weights)
+        graph.write_bytes(graph.read_bytes()[:1000])  # unusable, and
+    (entry / "notes.txt").write_text("someone's notes")  # something this package never writes
+    before = listing(entry)
+    with pytest.raises(ConfigurationError, match=r"is unusable .* not a cache entry written by this package .* "
+                                                 r"move it out of the cache, or set FACEMASK_ENGINE_CACHE"):
+        cached_graph(recognizer, "recognizer", "onnxruntime", weights)
+    assert listing(entry) == before
+
+
 def test_concurrent_first_use_exports_into_one_folder(torch_nets, small_model_dir, engine_cache, monkeypatch):
     """Two users exporting the same graph at the same moment: both get the same complete folder."""
     real = export_cache.export_network

@@ -185,6 +185,32 @@ def test_tampered_download_is_refused(packed, published, emulator, hf_env, capsy
     assert "is corrupted: sha256" in capsys.readouterr().err
 
 
+def test_weights_added_by_a_later_commit_are_refused(packed, emulator, hf_env, tmp_path, capsys):
+    """A later commit adds a model.safetensors beside the detector's listed pytorch_model.pt (box biases shifted):
+    the snapshot's listed files all match the manifest, but the file the loader would prefer is not listed."""
+    from huggingface_hub import HfApi
+
+    from modelscope_facemask.checkpoints import read_state_dict, save_state_dict
+
+    repo = "facemask-test/later-commit"
+    api = HfApi(token=TOKEN)
+    api.create_repo(repo)
+    api.upload_folder(repo_id=repo, folder_path=str(packed), ignore_patterns=[".*", "**/.*"])
+    state = read_state_dict(packed / DETECTOR_FOLDER / TORCH_WEIGHTS)
+    state = {k: v + 1.0 if k.startswith("BboxHead") and k.endswith("bias") else v for k, v in state.items()}
+    save_state_dict(state, tmp_path / SAFETENSORS_WEIGHTS)
+    api.upload_file(path_or_fileobj=str(tmp_path / SAFETENSORS_WEIGHTS), repo_id=repo,
+                    path_in_repo=f"{DETECTOR_FOLDER}/{SAFETENSORS_WEIGHTS}", commit_message="later commit")
+    folder = Path(hf_model_dir(f"hf://{repo}"))  # every listed file matches the manifest
+    stray = folder / DETECTOR_FOLDER / SAFETENSORS_WEIGHTS
+    assert stray.is_file()
+    with pytest.raises(CheckpointError, match="is not listed in"):
+        FaceMaskPipeline(f"hf://{repo}", device="cpu")
+    assert main(["embed", str(packed / "README.md"), "--model", f"hf://{repo}", "--device", "cpu",
+                 "--out", str(tmp_path / "x.npz")]) == 2
+    assert f"{str(stray)!r} is not listed in" in capsys.readouterr().err
+
+
 def test_token_never_printed(packed, emulator, hf_env, capsys, caplog):
     caplog.set_level(logging.DEBUG)
     emulator.fail_requests(r"/commit/", status=500, echo_headers=True)

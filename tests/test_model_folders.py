@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -221,3 +222,46 @@ def test_escaping_detector_is_refused_when_the_configuration_is_read(tmp_path):
     repo = _repo(tmp_path, "../../..")
     with pytest.raises(ConfigurationError, match=r"configuration\.json.*outside the model repository"):
         read_configuration(repo)
+
+
+# ------------------------------------------------------------------------ files read must be the files listed
+@pytest.fixture
+def listed_copy(tmp_path, small_model_dir) -> Path:
+    """A copy of the small model with a manifest.json listing its files, as `facemask pack` writes one."""
+    from modelscope_facemask.hub.manifest import write_manifest
+
+    folder = tmp_path / "listed"
+    shutil.copytree(small_model_dir, folder)
+    write_manifest(folder)
+    return folder
+
+
+@pytest.mark.parametrize("network", ["recognizer", "detector"])
+def test_weights_the_manifest_does_not_list_are_never_loaded(listed_copy, network):
+    """A model.safetensors added beside the listed pytorch_model.pt (the loader prefers safetensors) is refused,
+    naming the file and the fix, instead of being loaded unchecked."""
+    from modelscope_facemask import FaceMaskPipeline
+    from modelscope_facemask.checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS, read_state_dict, save_state_dict
+    from modelscope_facemask.errors import CheckpointError
+
+    folder = listed_copy / ("detector" if network == "detector" else "")
+    stray = folder / SAFETENSORS_WEIGHTS
+    save_state_dict(read_state_dict(folder / TORCH_WEIGHTS), stray)
+    with pytest.raises(CheckpointError) as info:
+        FaceMaskPipeline(str(listed_copy), device="cpu")
+    message = str(info.value)
+    assert f"{str(stray)!r} is not listed in {str(listed_copy / 'manifest.json')!r}" in message
+    assert "pack the model again" in message
+
+
+def test_detector_folder_the_manifest_does_not_list_is_refused(listed_copy):
+    """A detector folder added to a packed repository after packing: its configuration.json is read first."""
+    from modelscope_facemask import FaceMaskPipeline
+    from modelscope_facemask.errors import CheckpointError
+    from modelscope_facemask.hub.manifest import write_manifest
+
+    shutil.move(listed_copy / "detector", listed_copy.parent / "detector")
+    write_manifest(listed_copy)  # lists the recognizer only
+    shutil.move(listed_copy.parent / "detector", listed_copy / "detector")
+    with pytest.raises(CheckpointError, match=r"detector/configuration\.json' is not listed in"):
+        FaceMaskPipeline(str(listed_copy), device="cpu")

@@ -32,24 +32,21 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import find_weights_file, load_weights, read_state_dict
-    from ..configuration import facemask_settings, read_configuration
     from ..engines import require_engine
     from ..engines.export_cache import export_folder, weights_sha256
     from ..faces.detector import FaceDetector
-    from ..nets.iresnet import IResNet
+    from ..modelscope_adapters.model import FaceMaskModel
 
     check_output_parent(args.out, "--out")
     if args.format == "openvino":
         require_engine("openvino")
     model_dir = resolve_model_dir(args.model)
-    settings = facemask_settings(read_configuration(model_dir))
-    weights = find_weights_file(model_dir)
-    recognizer = load_weights(IResNet(settings.units), read_state_dict(weights), source=str(weights)).eval()
-    networks = {"recognizer": (recognizer, weights_sha256(recognizer, weights))}
+    # loaded as every model is: files checked against the manifest, units against the weights file, strict load
+    model = FaceMaskModel(model_dir, device="cpu", precision="fp32", engine="torch")
+    networks = {"recognizer": (model.net, weights_sha256(model.net, model.weights_file))}
     detector_dir = resolve_detector(args, model_dir)
     if detector_dir is not None:
-        detector = FaceDetector.from_pretrained(detector_dir, device="cpu")
+        detector = FaceDetector.from_pretrained(detector_dir, device="cpu", repository=model_dir)
         networks["detector"] = (detector.net, weights_sha256(detector.net, detector.weights_file))
     files = export_folder(args.out, args.format, networks, force=args.force)
     print(f"exported {args.model} -> {os.path.abspath(args.out)} ({args.format})")

@@ -7,9 +7,12 @@ dict's tensors when the network did not come from a file), the graph format, the
 this package, torch and the opset, so a new version or other weights never reuse a stale graph. A folder is
 assembled in a temporary sibling and renamed into place, so concurrent first uses are safe: the second process
 finds the first one's folder (or its own rename fails and it takes the one that won). Each folder holds a
-``manifest.json`` with the sha256 and size of its files; a cached graph that no longer matches it (truncated,
-edited) is logged at WARNING and exported again. A folder given by the user (``engine_dir``) is never changed: a
-mismatch there is a :class:`~modelscope_facemask.errors.CheckpointError`.
+``manifest.json`` with the sha256 and size of its files and the sha256 of the weights each graph was exported from;
+a cached graph that no longer matches it (truncated, edited), or whose manifest names other weights (another
+network's entry copied in), is logged at WARNING and exported again. A cache folder that is not an entry this
+package wrote (no manifest of ours, files it does not list) is never deleted: it is a
+:class:`~modelscope_facemask.errors.ConfigurationError` naming it. A folder given by the user (``engine_dir``) is
+never changed: a mismatch there is a :class:`~modelscope_facemask.errors.CheckpointError`.
 """
 from __future__ import annotations
 
@@ -65,16 +68,23 @@ def cache_key(kind: str, sha256: str, fmt: str) -> str:
 
 
 def cached_graph(net: torch.nn.Module, kind: str, engine: str, sha256: str) -> tuple[Path, str]:
-    """The graph file ``engine`` loads for ``net`` (exported into the cache when missing or corrupt), and
-    :data:`HIT` or :data:`FRESH`."""
+    """The graph file ``engine`` loads for ``net`` (exported into the cache when missing, corrupt or exported from
+    other weights than ``sha256``), and :data:`HIT` or :data:`FRESH`."""
     from ..atomic_files import writing_folder
+    from ..hub.manifest import replacement_problem
 
     fmt = ENGINE_FORMATS[engine]
     folder = engine_cache_dir() / cache_key(kind, sha256, fmt)
-    problem = graph_folder_problem(folder, kind, fmt) if folder.exists() else "missing"
+    problem = graph_folder_problem(folder, kind, fmt, sha256) if folder.exists() else "missing"
     if problem is None:
         return folder / graph_files(kind, fmt)[0], HIT
     if problem != "missing":
+        foreign = replacement_problem(folder, CACHE_OUTPUT, contents=False)
+        if foreign is not None:  # never delete what this package did not write
+            raise ConfigurationError(
+                f"engine cache entry {str(folder)!r} is unusable ({problem}) and is not a cache entry written by "
+                f"this package ({foreign}), so it is left as it is: move it out of the cache, or set "
+                f"{ENGINE_CACHE_ENV} to another folder")
         logger.warning("cached %s graph %s is unusable (%s); exporting it again", kind, folder, problem)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +92,7 @@ def cached_graph(net: torch.nn.Module, kind: str, engine: str, sha256: str) -> t
             export_network(net, kind, fmt, staging)
             write_graph_manifest(staging, CACHE_OUTPUT, fmt, {kind: sha256})
     except OSError as exc:  # another process renamed its export in first, or the cache is not writable
-        if folder.exists() and graph_folder_problem(folder, kind, fmt) is None:
+        if folder.exists() and graph_folder_problem(folder, kind, fmt, sha256) is None:
             return folder / graph_files(kind, fmt)[0], HIT
         raise ConfigurationError(f"cannot write the {engine} graph cache {str(folder)!r} ({type(exc).__name__}: "
                                  f"{exc}); set {ENGINE_CACHE_ENV} to a writable folder, or export once with "
@@ -127,14 +137,30 @@ def read_graph_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def graph_folder_problem(folder: Path, kind: str, fmt: str) -> str | None:
-    """None when ``folder`` holds ``kind``'s graph in ``fmt`` exactly as its manifest lists it, else why not."""
+def source_problem(manifest: dict[str, Any], kind: str, sha256: str) -> str | None:
+    """None when an exported-graph manifest says ``kind``'s graph was exported from the weights with ``sha256``."""
+    source = manifest["source_weights_sha256"].get(kind)
+    if source == sha256:
+        return None
+    return (f"its {kind} graph was exported from other weights (sha256 {str(source)[:12]}..., these are "
+            f"{sha256[:12]}...)")
+
+
+def graph_folder_problem(folder: Path, kind: str, fmt: str, sha256: str | None = None) -> str | None:
+    """None when ``folder`` holds ``kind``'s graph in ``fmt`` exactly as its manifest lists it (and, with ``sha256``,
+    exported from the weights with that sha256), else why not."""
     from ..hub.manifest import file_sha256
 
     try:
-        files = read_graph_manifest(folder)["files"]
+        manifest = read_graph_manifest(folder)
     except ConfigurationError as exc:
         return str(exc)
+    if manifest["graph_format"] != fmt:
+        return f"its manifest describes {manifest['graph_format']} graphs, not {fmt}"
+    other_weights = None if sha256 is None else source_problem(manifest, kind, sha256)
+    if other_weights is not None:
+        return other_weights
+    files = manifest["files"]
     for name in graph_files(kind, fmt):
         entry, path = files.get(name), folder / name
         if not isinstance(entry, dict):
@@ -160,11 +186,10 @@ def exported_graph(folder: str | os.PathLike, kind: str, engine: str, sha256: st
     if engine == "onnxruntime" and fmt != "onnx":
         raise ConfigurationError(f"engine_dir {str(folder)!r} holds {fmt} graphs, which onnxruntime cannot run: "
                                  "export with --format onnx, or use engine='openvino'")
-    source = manifest["source_weights_sha256"].get(kind)
-    if source != sha256:
-        raise ConfigurationError(f"engine_dir {str(folder)!r}: its {kind} graph was exported from other weights "
-                                 f"(sha256 {str(source)[:12]}..., these are {sha256[:12]}...); export again with "
-                                 "`facemask export` for this model")
+    other_weights = source_problem(manifest, kind, sha256)
+    if other_weights is not None:
+        raise ConfigurationError(f"engine_dir {str(folder)!r}: {other_weights}; export again with `facemask export` "
+                                 "for this model")
     problem = graph_folder_problem(folder, kind, fmt)
     if problem is not None:
         raise CheckpointError(f"engine_dir {str(folder)!r}: {problem}; export again with `facemask export`")

@@ -14,6 +14,7 @@ a batch that runs out of device memory is halved and retried.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,10 +23,10 @@ import cv2
 import numpy as np
 import torch
 
-from ..checkpoints import build_and_load, find_weights_file, read_state_dict
+from ..checkpoints import build_and_load, check_fits_file, find_weights_file, read_state_dict
 from ..engines.torch_engine import TorchEngine
 from ..errors import ConfigurationError, ImageLoadError
-from ..nets.retinaface import RetinaFace, RetinaFaceConfig
+from ..nets.retinaface import RetinaFace, RetinaFaceConfig, state_dict_elements
 from ..precision import DEFAULT_PRECISION, check_precision, prepare_net
 from .detections import Detections
 from .out_of_memory import run_halving
@@ -160,6 +161,22 @@ def network_input(image_rgb: np.ndarray, settings: DetectionSettings, channel_or
     return np.ascontiguousarray(planes.transpose(1, 2, 0)), ss
 
 
+def read_models_block(config_path: Path) -> dict:
+    """The ``models`` object of a RetinaFace configuration.json; :class:`ConfigurationError` naming the file."""
+    try:
+        models = json.loads(config_path.read_text(encoding="utf-8"))["models"]
+    except FileNotFoundError:
+        raise ConfigurationError(f"detector folder {str(config_path.parent)!r} has no configuration.json") from None
+    except (KeyError, TypeError, ValueError) as exc:  # ValueError: not UTF-8 / not JSON; TypeError: not an object
+        raise ConfigurationError(
+            f"{str(config_path)!r} is not a RetinaFace configuration (a JSON object with a 'models' block): "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(models, dict):
+        raise ConfigurationError(f"{str(config_path)!r}: 'models' must be a JSON object, got {type(models).__name__}")
+    return models
+
+
 class FaceDetector:
     """A RetinaFace network plus the reference pre- and post-processing, for batches of RGB uint8 images."""
 
@@ -186,24 +203,33 @@ class FaceDetector:
     @classmethod
     def from_pretrained(
         cls, model_dir: str | Path, *, device: torch.device | str = "cpu", settings: DetectionSettings = DetectionSettings(),
-        precision: str = DEFAULT_PRECISION,
+        precision: str = DEFAULT_PRECISION, repository: str | Path | None = None,
     ) -> "FaceDetector":
-        """Load a RetinaFace model folder (``configuration.json`` with a ``models`` block + weights)."""
+        """Load a RetinaFace model folder (``configuration.json`` with a ``models`` block + weights).
+
+        The files read are checked first against the ``manifest.json`` of the folder and of ``repository`` (the
+        packed model repository the folder may lie in), where there is one: each must be listed there and match
+        (:func:`~modelscope_facemask.hub.manifest.verify_manifest`). Every ``models`` value is checked, and the
+        network it describes must fit in the weights file, before anything is built.
+        """
+        from ..hub.manifest import verify_manifest
+
         model_dir = Path(model_dir)
         config_path = model_dir / "configuration.json"
-        try:
-            models = json.loads(config_path.read_text(encoding="utf-8"))["models"]
-        except FileNotFoundError:
-            raise ConfigurationError(f"detector folder {str(model_dir)!r} has no configuration.json") from None
-        except (KeyError, TypeError, ValueError) as exc:  # ValueError: not UTF-8 / not JSON; TypeError: not an object
-            raise ConfigurationError(
-                f"{str(config_path)!r} is not a RetinaFace configuration (a JSON object with a 'models' block): "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-        if not isinstance(models, dict):
-            raise ConfigurationError(f"{str(config_path)!r}: 'models' must be a JSON object, got {type(models).__name__}")
-        config = RetinaFaceConfig.from_dict(models)
+        if not config_path.is_file():
+            raise ConfigurationError(f"detector folder {str(model_dir)!r} has no configuration.json")
         weights = find_weights_file(model_dir)
+        roots = {os.path.abspath(r): Path(r) for r in (repository, model_dir) if r is not None}  # (once if equal)
+        for root in roots.values():
+            verify_manifest(root, [config_path, model_dir, weights])
+        models = read_models_block(config_path)
+        try:
+            config = RetinaFaceConfig.from_dict(models)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{str(config_path)!r}: {exc}; fix the file or re-download the detector "
+                                     "repository") from None
+        check_fits_file(state_dict_elements(config), weights,
+                        described_by=f"{str(config_path)!r}: models.out_channel {config.out_channel}")
         net = build_and_load(lambda: RetinaFace(config), read_state_dict(weights), source=str(weights))
         detector = cls(net, device=device, settings=settings, precision=precision)
         detector.weights_file = weights

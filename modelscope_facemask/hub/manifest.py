@@ -1,10 +1,11 @@
 """``manifest.json``: the sha256 and size of every file of a packed model repository, verified on load.
 
 ``facemask pack`` and ``facemask demo`` write it (with ``"generator": "modelscope-facemask <version>"``);
-:func:`verify_manifest` is called by the model and preprocessor loaders for the files they read, so a truncated
+:func:`verify_manifest` is called by the model and detector loaders for the files they read, so a truncated
 download or a file changed after packing fails loudly with :class:`CheckpointError` naming the file, instead of
-loading silently. A folder without a manifest (e.g. the official hub card) is accepted as it is. Hidden files and
-folders (``.ms_upload_cache``, ``.git``, the ``.mdl``/``.msc`` files ModelScope's cache adds) are never listed.
+loading silently; so does a file they would read that the manifest does not list (weights added after
+packing). A folder without a manifest (e.g. the official hub card) is accepted as it is. Hidden files and folders
+(``.ms_upload_cache``, ``.git``, the ``.mdl``/``.msc`` files ModelScope's cache adds) are never listed.
 :func:`replacement_problem` decides whether an existing folder is an unchanged output of this package, the only
 kind of folder a command may replace (``--force``).
 """
@@ -100,12 +101,14 @@ def _generated_manifest(folder: Path, output: str) -> tuple[dict[str, dict[str, 
     return files, ""
 
 
-def replacement_problem(folder: str | os.PathLike, output: str = PACK_OUTPUT) -> str | None:
+def replacement_problem(folder: str | os.PathLike, output: str = PACK_OUTPUT, *, contents: bool = True) -> str | None:
     """None when ``folder`` may be replaced by a new ``output`` (``pack``, ``demo``) of this package, else why not.
 
     Replaceable: a path that does not exist, an empty folder, or a folder holding exactly what a manifest generated
     by this package for the same command lists — every listed file present with its size and sha256, nothing else (hidden files, other
     files, empty folders and symbolic links all count as something else). Anything else may hold someone's data.
+    ``contents=False`` skips the presence, size and sha256 checks of the listed files: for a cache entry this
+    package wrote, which is rebuilt when its files were truncated or edited.
     """
     folder = Path(folder)
     if folder.is_symlink():
@@ -136,6 +139,8 @@ def replacement_problem(folder: str | os.PathLike, output: str = PACK_OUTPUT) ->
                 return f"it holds {rel!r}, which its {MANIFEST_FILE} does not list"
     if unreadable:
         return f"part of it cannot be listed ({unreadable[0]})"
+    if not contents:
+        return None
     for rel, entry in sorted(files.items()):
         path = folder / rel
         if not path.is_file():
@@ -180,17 +185,45 @@ def _selected(files: Iterable[str], folder: Path, within: Iterable[str | os.Path
     return sorted(f for f in files if any(p == "." or f == p or f.startswith(f"{p}/") for p in prefixes))
 
 
+def unlisted_files(files: dict[str, Any], folder: Path, paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The regular files among ``paths`` that lie inside ``folder`` but are not in its manifest's ``files`` table
+    (folders and paths outside ``folder`` are skipped)."""
+    root = Path(os.path.abspath(folder))
+    found = []
+    for item in paths:
+        path = Path(os.path.abspath(item))
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:  # outside the folder: not covered by its manifest
+            continue
+        if path.is_file() and rel not in files:
+            found.append(Path(item))
+    return found
+
+
 def verify_manifest(model_dir: str | os.PathLike, within: Iterable[str | os.PathLike] | None = None) -> int:
     """Check the files listed in ``model_dir/manifest.json`` (only those at or under the paths in ``within``, when
     given: ordinary file-system paths, e.g. ``model_dir / "configuration.json"``; paths outside ``model_dir`` are
     ignored). Returns how many were verified (0 without a manifest).
 
-    Raises :class:`CheckpointError` naming the first missing, resized or altered file.
+    A file named in ``within`` (the files a loader is about to read: configuration.json, the weights file) must be
+    listed: one the manifest does not list, e.g. a ``model.safetensors`` added beside a listed ``pytorch_model.pt``
+    (which the loader would prefer), is refused rather than loaded unchecked.
+
+    Raises :class:`CheckpointError` naming the first unlisted, missing, resized or altered file.
     """
     folder = Path(model_dir)
     files = read_manifest(folder)
     if files is None:
         return 0
+    within = None if within is None else list(within)
+    unlisted = unlisted_files(files, folder, within or [])
+    if unlisted:
+        raise CheckpointError(
+            f"{str(unlisted[0])!r} is not listed in {str(folder / MANIFEST_FILE)!r}, so its contents are not "
+            "vouched for (a file added after packing, e.g. by a later commit on the hub) and it is not loaded; "
+            "remove it from the folder or repository, or pack the model again (`facemask pack`) so that the "
+            "manifest lists it")
     chosen = _selected(files, folder, within)
     for rel in chosen:
         path, expected = folder / rel, files[rel]

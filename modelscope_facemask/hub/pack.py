@@ -117,7 +117,8 @@ def pack_model(model: str, out: str | os.PathLike, *, detector: str | None = Non
         det_name = det_params = None
         detector_ref = settings.detector
         if inside:
-            det = FaceDetector.from_pretrained(resolve_detector_dir(detector or settings.detector, source))
+            det = FaceDetector.from_pretrained(resolve_detector_dir(detector or settings.detector, source),
+                                               repository=source)
             detector_ref, det_name = detector_folder_name(det.config.name), det.config.name
             det_params = sum(p.numel() for p in det.net.parameters())
             write_detector_repo(staging / detector_ref, det.net.state_dict(), det.config)

@@ -10,7 +10,7 @@ from modelscope.models.base import TorchModel
 from modelscope.models.builder import MODELS
 from modelscope.utils.constant import Tasks
 
-from ..checkpoints import build_and_load, find_weights_file, read_state_dict
+from ..checkpoints import build_and_load, check_fits_file, find_weights_file, read_state_dict
 from ..configuration import CONFIGURATION_FILE, facemask_settings, read_configuration
 from ..devices import check_device_type, resolve_device
 from ..engines import check_engine, check_engine_setup
@@ -19,7 +19,7 @@ from ..log import logger
 from ..hub.manifest import verify_manifest
 from ..metainfo import Models
 from ..hub.model_folders import local_model_dir
-from ..nets.iresnet import IResNet
+from ..nets.iresnet import IResNet, state_dict_elements
 from ..precision import check_precision, check_precision_on_device
 
 
@@ -45,7 +45,10 @@ class FaceMaskModel(TorchModel):
         self.precision = precision or settings.precision
         self.engine = engine or settings.engine
         weights = find_weights_file(model_dir)
-        verify_manifest(model_dir, [os.path.join(model_dir, CONFIGURATION_FILE), weights])  # packed repositories
+        config = os.path.join(model_dir, CONFIGURATION_FILE)
+        verify_manifest(model_dir, [config, weights])  # packed repositories: both files listed and unchanged
+        check_fits_file(state_dict_elements(settings.units), weights,  # before building: units of any size are instant
+                        described_by=f"{config!r}: model.backbone.units {list(settings.units)}")
         # built on the meta device, the (memory-mapped) file's tensors become its weights: no second copy
         net = build_and_load(lambda: IResNet(settings.units), read_state_dict(weights), source=str(weights))
         self.device_used = resolve_device(device)

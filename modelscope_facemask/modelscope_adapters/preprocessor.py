@@ -79,6 +79,8 @@ class FaceMaskPreprocessor(Preprocessor):
         detector = check_detector_model(detector, where="detector")
         self.device_used = resolve_device(device)
         self.model_dir = model_dir
+        if model_dir:  # a packed repository's manifest covers its configuration.json (and its detector folder)
+            verify_manifest(model_dir, [os.path.join(model_dir, CONFIGURATION_FILE)])
         base = facemask_settings(read_configuration(model_dir)) if model_dir else FaceMaskSettings()
         self.settings = FaceMaskSettings(
             detector=detector or base.detector,
@@ -122,14 +124,13 @@ class FaceMaskPreprocessor(Preprocessor):
         """The RetinaFace detector (configuration's, or the ``detector`` override), loaded once."""
         if self._detector is None:
             folder = resolve_detector_dir(self.settings.detector, self.model_dir)
-            if self.model_dir:  # a detector inside a packed repository is covered by its manifest
-                verify_manifest(self.model_dir, [os.path.join(self.model_dir, CONFIGURATION_FILE), folder])
             settings = DetectionSettings(det_max_side=self.settings.det_max_side,
                                          pad_batches=self.settings.pad_batches,
                                          batched_postprocess=self.settings.batched_postprocess)
             exported = self.settings.engine != DEFAULT_ENGINE  # graphs are exported from the fp32 module
             self._detector = FaceDetector.from_pretrained(folder, device=self.device_used, settings=settings,
-                                                          precision="fp32" if exported else self.precision)
+                                                          precision="fp32" if exported else self.precision,
+                                                          repository=self.model_dir or None)
             if exported:
                 from ..engines.export_cache import network_engine
 

@@ -22,6 +22,26 @@ DEPTH_UNITS: dict[int, tuple[int, int, int, int]] = {
 }
 
 
+def state_dict_elements(units: Sequence[int], num_features: int = 512, input_size: int = 112) -> int:
+    """How many values (parameters and buffers) the state dict of ``IResNet(units, ...)`` holds, computed without
+    building the network (arithmetic on the unit counts, so any count is instant): a weights file must have at
+    least this many bytes."""
+
+    def bn(n: int) -> int:  # weight, bias, running mean and variance, num_batches_tracked
+        return 4 * n + 1
+
+    total = 9 * 3 * 64 + bn(64) + 64  # input layer: conv, BN, PReLU
+    in_channel = 64
+    for depth, count in zip(STAGE_CHANNELS, units):
+        shortcut = 0 if in_channel == depth else in_channel * depth + bn(depth)
+        first = shortcut + bn(in_channel) + 9 * in_channel * depth + depth + 9 * depth * depth + bn(depth)
+        others = bn(depth) + 9 * depth * depth + depth + 9 * depth * depth + bn(depth)
+        total += first + (int(count) - 1) * others
+        in_channel = depth
+    side = input_size // 16
+    return total + bn(512) + 512 * side * side * num_features + num_features + bn(num_features)
+
+
 class BottleneckIR(nn.Module):
     """BN-conv3x3-PReLU-conv3x3(stride)-BN residual unit with a max-pool or conv-BN shortcut."""
 

@@ -5,7 +5,9 @@ Parameter names equal ModelScope's ``RetinaFace`` (``body.``, ``fpn.``, ``ssh1..
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Mapping
 
 import torch
@@ -22,6 +24,54 @@ BACKBONE_RETURN_LAYERS: dict[str, dict[str, int]] = {
     "mobilenet0.25": {"stage1": 1, "stage2": 2, "stage3": 3},
 }
 CHANNEL_ORDERS = ("RGB", "BGR")
+#: ``in_channel`` of each backbone: its three feature maps have 2x, 4x and 8x as many channels
+BACKBONE_IN_CHANNEL = {"Resnet50": 256, "mobilenet0.25": 32}
+#: the strides of the three feature maps of both backbones (the anchors' ``steps``)
+FEATURE_STRIDES = (8, 16, 32)
+#: bounds of values no real detector comes near (256 and 512 px are the largest published), so that a hostile
+#: configuration is refused before it allocates anything
+MAX_OUT_CHANNEL = 4096
+MAX_ANCHOR_SIZE = 100_000
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(models: Mapping[str, Any], key: str, default: int) -> int:
+    value = models.get(key, default)
+    if not _is_int(value):
+        raise ConfigurationError(f"models.{key} must be an integer, got {value!r}")
+    return value
+
+
+def _sequence(models: Mapping[str, Any], key: str, default: Any) -> Any:
+    value = models.get(key, default)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigurationError(f"models.{key} must be a list, got {value!r}")
+    return value
+
+
+def _integers(values: Any, key: str) -> tuple[int, ...]:
+    if not isinstance(values, (list, tuple)) or not all(_is_int(v) for v in values):
+        raise ConfigurationError(f"models.{key} must hold lists of integers, got {values!r}")
+    return tuple(values)
+
+
+def _is_number(value: object) -> bool:
+    """A finite int or float (not a boolean; an int too large for a float is not finite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _numbers(values: Any, key: str) -> tuple[float, ...]:
+    if not all(_is_number(v) for v in values):
+        raise ConfigurationError(f"models.{key} must hold finite numbers, got {values!r}")
+    return tuple(float(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -43,46 +93,69 @@ class RetinaFaceConfig:
     channel_order: str = "RGB"
 
     def __post_init__(self) -> None:
-        if self.name not in BACKBONE_RETURN_LAYERS:
-            raise ConfigurationError(
-                f"RetinaFace backbone name {self.name!r} is not supported; use one of {sorted(BACKBONE_RETURN_LAYERS)}"
-            )
+        """Every value checked here, in one place (a :class:`ConfigurationError` naming the ``models`` key), so
+        that a hostile configuration fails before a network is built or an image is decoded."""
+        if not isinstance(self.name, str) or self.name not in BACKBONE_RETURN_LAYERS:
+            raise ConfigurationError(f"models.name {self.name!r} is not a supported RetinaFace backbone; use one of "
+                                     f"{sorted(BACKBONE_RETURN_LAYERS)}")
         if dict(self.return_layers) != BACKBONE_RETURN_LAYERS[self.name]:
             raise ConfigurationError(
-                f"return_layers {dict(self.return_layers)!r} do not fit backbone {self.name!r}; "
+                f"models.return_layers {dict(self.return_layers)!r} do not fit backbone {self.name!r}; "
                 f"expected {BACKBONE_RETURN_LAYERS[self.name]!r}"
             )
         if self.channel_order not in CHANNEL_ORDERS:
-            raise ConfigurationError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
-        if len(self.min_sizes) != 3 or len(self.steps) != 3 or any(len(level) != 2 for level in self.min_sizes):
+            raise ConfigurationError(f"models.channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if len(self.min_sizes) != 3 or any(len(level) != 2 for level in self.min_sizes):
             raise ConfigurationError(
-                f"min_sizes needs three FPN levels of two anchor sizes and steps three strides, got min_sizes "
-                f"{self.min_sizes!r}, steps {self.steps!r} (the heads predict two anchors per cell on three levels)"
+                f"models.min_sizes needs three FPN levels of two anchor sizes, got {self.min_sizes!r} (the heads "
+                "predict two anchors per cell on three levels)"
             )
-        if self.out_channel % 4:
-            raise ConfigurationError(f"out_channel must be a multiple of 4, got {self.out_channel}")
+        width = BACKBONE_IN_CHANNEL[self.name]
+        if not _is_int(self.in_channel) or self.in_channel != width:
+            raise ConfigurationError(
+                f"models.in_channel must be {width} for backbone {self.name!r} (its feature maps have "
+                f"{2 * width}/{4 * width}/{8 * width} channels), got {self.in_channel!r}")
+        if not _is_int(self.out_channel) or not 4 <= self.out_channel <= MAX_OUT_CHANNEL or self.out_channel % 4:
+            raise ConfigurationError(f"models.out_channel must be a multiple of 4 from 4 to {MAX_OUT_CHANNEL} "
+                                     f"(256 for Resnet50, 64 for mobilenet0.25), got {self.out_channel!r}")
+        if tuple(self.steps) != FEATURE_STRIDES:
+            raise ConfigurationError(
+                f"models.steps must be {list(FEATURE_STRIDES)} (the strides of the backbone's three feature maps: "
+                f"other values give anchors that do not match the network's outputs), got {list(self.steps)!r}")
+        if not all(_is_int(size) and 1 <= size <= MAX_ANCHOR_SIZE for level in self.min_sizes for size in level):
+            raise ConfigurationError(f"models.min_sizes must hold anchor sizes from 1 to {MAX_ANCHOR_SIZE} px, got "
+                                     f"{[list(level) for level in self.min_sizes]!r}")
+        if len(self.variance) != 2 or not all(_is_number(v) and 0.0 < v <= 1.0 for v in self.variance):
+            raise ConfigurationError(f"models.variance must be two numbers in (0, 1] (the box-encoding scales, "
+                                     f"[0.1, 0.2] in every RetinaFace), got {self.variance!r}")
+        if not isinstance(self.clip, bool):
+            raise ConfigurationError(f"models.clip must be true or false, got {self.clip!r}")
 
     @classmethod
     def from_dict(cls, models: Mapping[str, Any]) -> "RetinaFaceConfig":
-        """Build from a configuration.json ``models`` block (``pretrain`` and unknown keys are ignored)."""
+        """Build from a configuration.json ``models`` block (``pretrain`` and unknown keys are ignored). Wrong
+        types (a string, a fraction or a boolean where an integer belongs, ...) raise :class:`ConfigurationError`
+        naming the key."""
         name = models.get("name", "Resnet50")
         defaults = {"in_channel": 256, "out_channel": 256} if name == "Resnet50" else {"in_channel": 32, "out_channel": 64}
-        try:
-            return cls(
-                name=name,
-                return_layers={str(k): int(v) for k, v in models.get("return_layers", BACKBONE_RETURN_LAYERS.get(name, {})).items()},
-                in_channel=int(models.get("in_channel", defaults["in_channel"])),
-                out_channel=int(models.get("out_channel", defaults["out_channel"])),
-                min_sizes=tuple(tuple(int(s) for s in level) for level in models.get("min_sizes", cls.min_sizes)),
-                steps=tuple(int(s) for s in models.get("steps", cls.steps)),
-                variance=tuple(float(v) for v in models.get("variance", cls.variance)),
-                clip=bool(models.get("clip", False)),
-                channel_order=str(models.get("channel_order", "RGB")).upper(),
-            )
-        except (TypeError, ValueError, AttributeError) as exc:
-            if isinstance(exc, ConfigurationError):
-                raise
-            raise ConfigurationError(f"invalid RetinaFace 'models' configuration {dict(models)!r}: {exc}") from exc
+        known = BACKBONE_RETURN_LAYERS.get(name, {}) if isinstance(name, str) else {}
+        return_layers = models.get("return_layers", known)
+        if not isinstance(return_layers, Mapping) or not all(_is_int(v) for v in return_layers.values()):
+            raise ConfigurationError(f"models.return_layers must be an object of integers, got {return_layers!r}")
+        channel_order = models.get("channel_order", "RGB")
+        if not isinstance(channel_order, str):
+            raise ConfigurationError(f"models.channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
+        return cls(
+            name=name,
+            return_layers={str(k): int(v) for k, v in return_layers.items()},
+            in_channel=_integer(models, "in_channel", defaults["in_channel"]),
+            out_channel=_integer(models, "out_channel", defaults["out_channel"]),
+            min_sizes=tuple(_integers(level, "min_sizes") for level in _sequence(models, "min_sizes", cls.min_sizes)),
+            steps=_integers(_sequence(models, "steps", cls.steps), "steps"),
+            variance=_numbers(_sequence(models, "variance", cls.variance), "variance"),
+            clip=models.get("clip", False),
+            channel_order=channel_order.upper(),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The ``models`` block as written to configuration.json."""
@@ -202,6 +275,29 @@ class RetinaFace(nn.Module):
         # softmax in float32 (a no-op in fp32): in bf16/fp16 every score above ~0.998 would round to 1.0, and NMS
         # would choose among tied anchors whose landmarks differ by several pixels
         return loc, F.softmax(conf.float(), dim=-1), landmarks
+
+
+@lru_cache(maxsize=None)
+def _body_elements(name: str) -> int:
+    """Values in the state dict of a backbone body (fixed per backbone; counted on the meta device)."""
+    with torch.device("meta"):
+        body = ResNet50Body() if name == "Resnet50" else MobileNetV1Body()
+    return sum(t.numel() for t in body.state_dict().values())
+
+
+def state_dict_elements(config: RetinaFaceConfig) -> int:
+    """How many values (parameters and buffers) the state dict of ``RetinaFace(config)`` holds, computed without
+    building the network: a weights file must have at least this many bytes."""
+    c, out = config.in_channel, config.out_channel
+    half, quarter = out // 2, out // 4
+
+    def bn(n: int) -> int:  # weight, bias, running mean and variance, num_batches_tracked
+        return 4 * n + 1
+
+    fpn = sum(k * c * out + bn(out) for k in (2, 4, 8)) + 2 * (9 * out * out + bn(out))
+    ssh = (9 * out * half + bn(half)) + (9 * out * quarter + bn(quarter)) + 3 * (9 * quarter * quarter + bn(quarter))
+    heads = 3 * sum(2 * values * (out + 1) for values in (2, 4, 10))
+    return _body_elements(config.name) + fpn + 3 * ssh + heads
 
 
 def retinaface(config: RetinaFaceConfig | Mapping[str, Any] = RESNET50_CONFIG) -> RetinaFace:

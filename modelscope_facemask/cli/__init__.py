@@ -62,8 +62,11 @@ def _logging(verbose: bool) -> Iterator[None]:
 
 
 def _one_line(text: str, limit: int = 600) -> str:
-    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
-    text = " ".join(str(text).split())
+    """``text`` on one line (whitespace runs collapsed, other control characters escaped), cut to ``limit``
+    characters."""
+    from ..printable import printable
+
+    text = printable(" ".join(str(text).split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -109,7 +109,7 @@ def check_output_file(path: str | os.PathLike, option: str, *, reads: Iterable[s
     check_not_an_input(target, option, reads)
     _refuse_inside(target, option, folders or {})
     if not overwrite and os.path.lexists(target):
-        raise OutputPathError(f"{option} {str(path)!r} exists and was not written by this command: pass "
+        raise OutputPathError(f"{option} {str(path)!r} already exists: pass "
                               f"{overwrite_option} to replace it, or choose another file name")
     return target
 

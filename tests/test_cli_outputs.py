@@ -327,3 +327,16 @@ def test_new_identities_with_control_characters_are_refused_at_enrolment(identit
     assert f"identity '{printable(identity)}'" in err and "control character" in err
     assert "\x1b" not in err and "\u202e" not in err and "\r" not in err
     assert not (tmp_path / "G").exists()
+
+
+def test_embed_escapes_file_names_in_its_summary_and_warnings(tmp_path, photos, small_model_dir, capsys):
+    broken = tmp_path / "bad\nname.jpg"  # an unreadable file whose name holds a newline and an ESC sequence
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    ansi = Path(shutil.copy(photos["person_a_1"], tmp_path / "\x1b[2Jok\u202e.jpg"))
+    assert main(["embed", str(broken), str(ansi), *_model_args(small_model_dir)]) == 1
+    captured = capsys.readouterr()
+    for text in (captured.out, captured.err):
+        assert not any(line.startswith("name.jpg") for line in text.splitlines()), text
+        assert "\x1b" not in text and "\u202e" not in text
+    assert f"{tmp_path}/bad\\nname.jpg: ERROR" in captured.out
+    assert f"{tmp_path}/\\x1b[2Jok\\u202e.jpg: 1 face(s)" in captured.out

@@ -191,8 +191,10 @@ def _case_regress_check_report_over_the_reference(root, photos, model):
             "--overwrite", *model], "is the input"
 
 
-def _case_pack_into_the_model_folder(root, photos, model, model_copy):
-    return ["pack", "--model", str(model_copy), "--out", str(model_copy / "packed")], "the model folder"
+def _case_pack_into_the_detector_folder(root, photos, model, model_copy):
+    detector = shutil.copytree(model_copy / "detector", root / "detector")
+    return ["pack", "--model", str(model_copy), "--detector", detector, "--out", f"{detector}/packed"], \
+        "the detector folder"
 
 
 def _case_export_into_the_model_folder(root, photos, model, model_copy):

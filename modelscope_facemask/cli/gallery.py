@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..printable import printable
+from ..printable import check_identity_names, printable
 from .common import DEFAULT_MODEL, UsageError, add_command, add_model_options, json_text, open_pipeline, positive_int
 from .output_paths import add_overwrite_option, check_output_file, check_output_folder
 
@@ -128,7 +128,6 @@ def enrol(args: argparse.Namespace, source: str, model: str) -> Any:
     """The embedded faces of ``source`` (images are embedded with ``--model``; face rows are read as they are)."""
     from ..errors import EnrolmentSourceError
     from ..gallery.enrolment_sources import LabelledImages, embed_images, read_source
-    from ..printable import check_identity_names
     from .common import untrained_warning
 
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -51,12 +51,14 @@ def _prepare(preprocessor: Any, rgb: np.ndarray, max_faces: int | None) -> Any:
 
 
 def annotate_image(preprocessor: Any, image: Any, out: str | os.PathLike, *, max_faces: int | None = None,
-                   mask: bool = False, mask_seed: int = 0) -> Annotation:
+                   mask: bool = False, mask_seed: int = 0,
+                   check_paths: Callable[[list[Path]], None] | None = None) -> Annotation:
     """Detect faces in ``image`` with ``preprocessor`` (FaceMaskPreprocessor), draw them into ``out`` and write the
     aligned crops beside it. With ``mask``, first draw a synthetic mask (seed ``mask_seed + i`` for face ``i``) on
-    every face found and annotate the masked photo instead (module docstring). Raises the pipeline's
-    :class:`FaceMaskError` for an unreadable image, :class:`AlignmentError` for a mask without landmarks
-    (``use_det=False``)."""
+    every face found and annotate the masked photo instead (module docstring). ``check_paths``, when given, is
+    called with every path about to be written (``out``, the masked photo, the crops) before the first one is
+    written, and may raise to refuse them. Raises the pipeline's :class:`FaceMaskError` for an unreadable image,
+    :class:`AlignmentError` for a mask without landmarks (``use_det=False``)."""
     rgb = load_image(image)
     masked = None
     masks = 0
@@ -69,6 +71,9 @@ def annotate_image(preprocessor: Any, image: Any, out: str | os.PathLike, *, max
         rgb = masked = draw_masks(rgb, unmasked.landmarks, seed=mask_seed)
     prepared = _prepare(preprocessor, rgb, max_faces)
     out = Path(out)
+    if check_paths is not None:
+        check_paths([out, *([masked_path(out)] if masked is not None else []),
+                     *(crop_path(out, index) for index in range(len(prepared.crops)))])
     out.parent.mkdir(parents=True, exist_ok=True)
     dets = prepared.detections
     save_rgb(out, draw_faces(rgb, dets.boxes, dets.scores, dets.landmarks))

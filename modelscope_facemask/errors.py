@@ -53,6 +53,11 @@ class OutputFolderError(FaceMaskError, ValueError):
     """An output folder exists and is not provably an unchanged earlier output of this package: never replaced."""
 
 
+class OutputPathError(FaceMaskError, ValueError):
+    """An output file the command line would write is one of the command's inputs, lies inside a folder it reads or
+    writes (a gallery, a rows folder, a model), or exists and ``--overwrite`` was not given: nothing was written."""
+
+
 class ModelSourceError(FaceMaskError, ValueError):
     """A model or detector argument names neither an existing local folder nor a usable hub id 'owner/name'."""
 

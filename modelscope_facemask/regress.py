@@ -737,7 +737,9 @@ def format_report(report: CheckReport, reference: Reference) -> str:
              f"{1 - tol.min_cos_recognizer:.3g}, landmarks <= {tol.max_landmark_px:g} px, boxes <= "
              f"{tol.max_box_px:g} px, scores <= {tol.max_score_diff:g}"]
     lines += [f"warning: {w}" for w in report.warnings] + [f"note: {n}" for n in report.notes]
-    width = max([len("image")] + [len(r.image) for r in report.images])
+    from .printable import printable
+
+    width = max([len("image")] + [len(printable(r.image)) for r in report.images])
     header = f"{'image':<{width}}  faces  " + "  ".join(f"{title:>12}" for _, title in _COLUMNS)
     lines += ["", header]
     for r in report.images:
@@ -745,7 +747,7 @@ def format_report(report: CheckReport, reference: Reference) -> str:
         texts = ["non-finite" if key in r.non_finite else _num(r.worst.get(key, 0.0)) for key, _ in _COLUMNS]
         cells = [f"{text + ('!' if key in bad else ''):>12}" for text, (key, _) in zip(texts, _COLUMNS)]
         faces = f"{r.faces_now}/{r.faces_reference}" + ("!" if {"faces", "image"} & bad else "")
-        lines.append(f"{r.image:<{width}}  {faces:<5}  " + "  ".join(cells))
+        lines.append(f"{printable(r.image):<{width}}  {faces:<5}  " + "  ".join(cells))
     lines.append("")
     if report.status == "pass":
         lines.append(f"PASS: {len(report.images)} images, {int(reference.face_counts.sum())} faces within tolerance")
@@ -762,7 +764,7 @@ def format_report(report: CheckReport, reference: Reference) -> str:
     else:
         failed = sorted({f["image"] for f in report.failures})
         lines.append(f"REGRESSION: {len(failed)} of {len(report.images)} images out of tolerance:")
-        lines += [f"  {f['message']}" for f in report.failures]
+        lines += [f"  {printable(f['message'])}" for f in report.failures]
     return "\n".join(lines)
 
 

@@ -403,7 +403,7 @@ def test_use_det_false_reference_records_nan_and_checks_both_nan(no_detection_mo
     assert np.isnan(reference.scores).all() and np.isnan(reference.landmarks).all()
     assert np.isfinite(reference.boxes).all() and np.isfinite(reference.embeddings).all()
     check = ["regress", "check", "--model", str(no_detection_model), "--device", "cpu", "--json",
-             str(tmp_path / "report.json")]
+             str(tmp_path / "report.json"), "--overwrite"]  # the second check replaces the first report
     assert main([*check, "--reference", str(ref)]) == 0
     assert "PASS: 2 images" in capsys.readouterr().out
     arrays = {k: v for k, v in np.load(ref).items()}

@@ -35,6 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintableFormatter(logging.Formatter):
+    """``facemask: LEVEL: message`` with the message's control characters escaped (an input's name cannot forge a
+    line); tracebacks attached to a record are left as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        from ..printable import printable
+
+        return printable(super().formatMessage(record))
+
+
 @contextlib.contextmanager
 def _logging(verbose: bool) -> Iterator[None]:
     """Our warnings as ``facemask: WARNING: ...`` on stderr; ModelScope's INFO chatter only with ``-v``."""
@@ -46,7 +56,7 @@ def _logging(verbose: bool) -> Iterator[None]:
     saved = (ours.level, [t.level for t in theirs], ours.propagate)
     ours.propagate = False  # ours is a child of ModelScope's logger: print each line once, in our format
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("facemask: %(levelname)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("facemask: %(levelname)s: %(message)s"))
     ours.addHandler(handler)
     ours.setLevel(logging.INFO if verbose else logging.WARNING)
     for logger in theirs:
@@ -62,8 +72,11 @@ def _logging(verbose: bool) -> Iterator[None]:
 
 
 def _one_line(text: str, limit: int = 600) -> str:
-    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
-    text = " ".join(str(text).split())
+    """``text`` on one line (whitespace runs collapsed, other control characters escaped), cut to ``limit``
+    characters."""
+    from ..printable import printable
+
+    text = printable(" ".join(str(text).split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Any
 
-from .common import KEEP, UsageError, add_command, add_model_options, check_output_file, expand_inputs, open_preprocessor
+from ..printable import printable
+from .common import KEEP, UsageError, add_command, add_model_options, expand_inputs, open_preprocessor
+from .output_paths import add_overwrite_option, check_output_file
 
 DESCRIPTION = """Draw every detected face (box, score, five landmarks) into OUT, and write each face's aligned
 112x112 crop as OUT_face<i>.png beside it (what the recognizer sees). Only the detector loads, not the recognizer.
@@ -39,11 +42,21 @@ def register(commands: Any) -> None:
     parser.add_argument("--mask-seed", type=non_negative_int, default=None, metavar="N",
                         help="mask variant (colour, shape, pleats) of the first face; face i uses N + i (default 0; "
                              "needs --mask)")
+    add_overwrite_option(parser, "OUT, OUT_masked.png and the OUT_face<i>.png crops")
     parser.set_defaults(handler=run)
 
 
+def _check_outputs(args: argparse.Namespace, paths: list[Path]) -> None:
+    """Every file annotate is about to write (OUT, with --mask OUT_masked.png, then the crops): refused when it is
+    the input image or, without --overwrite, an existing file."""
+    named = 2 if args.mask else 1
+    for index, path in enumerate(paths):
+        what = "--out" if index == 0 else "--out's masked photo" if index < named else "--out's crop"
+        check_output_file(path, what, reads=[args.image], overwrite=args.overwrite)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..annotate import annotate_image
+    from ..annotate import annotate_image, masked_path
 
     from ..drawing import can_write_image
 
@@ -53,20 +66,21 @@ def run(args: argparse.Namespace) -> int:
     if not can_write_image(args.out):
         raise UsageError(f"--out {args.out!r} needs an image suffix such as .png or .jpg "
                          f"(got {Path(args.out).suffix or 'none'!r})")
-    check_output_file(args.out, "--out")
+    check_paths = functools.partial(_check_outputs, args)
+    check_paths([Path(args.out), *([masked_path(Path(args.out))] if args.mask else [])])  # the crops: once found
     preprocessor = open_preprocessor(args, max_faces=KEEP if args.largest else None)
     max_faces = preprocessor.settings.max_faces if args.largest else None
     try:
         result = annotate_image(preprocessor, args.image, args.out, max_faces=max_faces, mask=args.mask,
-                                mask_seed=args.mask_seed or 0)
+                                mask_seed=args.mask_seed or 0, check_paths=check_paths)
     except OSError as exc:  # unwritable folder, unsupported suffix
         raise UsageError(str(exc)) from None
     if args.mask:
-        print(f"{args.image}: {result.masks} face(s) masked (seed {args.mask_seed or 0}), {len(result.crops)} "
-              f"face(s) found on the masked photo -> {result.image}")
-        print(f"  masked photo: {result.masked_image}")
+        print(f"{printable(args.image)}: {result.masks} face(s) masked (seed {args.mask_seed or 0}), "
+              f"{len(result.crops)} face(s) found on the masked photo -> {printable(result.image)}")
+        print(f"  masked photo: {printable(result.masked_image)}")
     else:
-        print(f"{args.image}: {len(result.crops)} face(s) -> {result.image}")
+        print(f"{printable(args.image)}: {len(result.crops)} face(s) -> {printable(result.image)}")
     for path, score in zip(result.crops, result.scores):
-        print(f"  {path} (score {score:.3f})")
+        print(f"  {printable(path)} (score {score:.3f})")
     return 0

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..printable import printable
 from .common import (UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
                      similarity_threshold, untrained_warning)
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(out["error"])
     missing = [name for name, out in ((args.image_a, out_a), (args.image_b, out_b)) if not len(out["scores"])]
     if missing:
-        print(f"no face found in {' and '.join(missing)}: nothing to compare")
+        print(f"no face found in {' and '.join(map(printable, missing))}: nothing to compare")
         return 1
     similarity = float(np.dot(out_a["img_embedding"][0].astype(np.float64), out_b["img_embedding"][0]))
     if not np.isfinite(similarity):  # never decide on a NaN: it would read as "different people"
@@ -60,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
                           "same_person": same, "score_a": float(out_a["scores"][0]),
                           "score_b": float(out_b["scores"][0])}))
         return 0
-    print(f"A: {args.image_a} (face score {out_a['scores'][0]:.3f})")
-    print(f"B: {args.image_b} (face score {out_b['scores'][0]:.3f})")
+    print(f"A: {printable(args.image_a)} (face score {out_a['scores'][0]:.3f})")
+    print(f"B: {printable(args.image_b)} (face score {out_b['scores'][0]:.3f})")
     relation = ">=" if same else "<"
     print(f"cosine similarity {similarity:.4f} {relation} threshold {threshold:.4f}: "
           f"{'same person' if same else 'different people'}")

@@ -9,9 +9,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .common import (KEEP, UsageError, add_command, add_model_options, check_output_file, check_output_parent,
-                     expand_inputs, json_text, open_pipeline, positive_int, resolve_detector, resolve_model_dir,
-                     run_images)
+from ..printable import printable
+from .common import (KEEP, UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
+                     positive_int, resolve_detector, resolve_model_dir, run_images)
+from .output_paths import add_overwrite_option, check_not_an_input, check_output_file, check_output_folder
 
 DESCRIPTION = """Compute FaceMask embeddings for images, folders (searched recursively) and http(s) URLs.
 
@@ -45,6 +46,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--retry-errors", action="store_true",
                         help="with --out DIR: embed again the given images whose rows there are error rows (those "
                              "rows are removed first; without it a rerun skips them like any image already done)")
+    add_overwrite_option(parser, "an existing --out FILE.npz/.jsonl/.parquet (--out DIR is appended to instead)")
     ray = parser.add_argument_group("Ray Data (extra [ray]; needs --out DIR)")
     ray.add_argument("--ray", action="store_true", help="run on Ray Data: a pool of --workers actors, one pipeline "
                      "each (and one GPU each when the cluster has GPUs)")
@@ -78,8 +80,9 @@ def _json_line(source: str, output: dict[str, Any]) -> str:
 
 
 def _summary(source: str, output: dict[str, Any]) -> str:
+    source = printable(source)
     if "error" in output:
-        return f"{source}: ERROR {output['error']}"
+        return f"{source}: ERROR {printable(output['error'])}"
     if not len(output["scores"]):
         return f"{source}: no face"
     box = ", ".join(f"{v:.0f}" for v in output["boxes"][0])
@@ -116,13 +119,13 @@ def _check_options(args: argparse.Namespace, kind: str) -> None:
     if args.retry_errors and kind != "folder":
         raise UsageError("--retry-errors applies to a rows folder: give --out DIR (a folder name without a suffix)")
     if kind == "folder":
-        check_output_parent(args.out, "--out")
+        check_output_folder(args.out, "--out")
         try:
             shard_files(args.out)  # an existing folder must be a rows folder: never write into someone else's
         except FaceRowsError as exc:
             raise UsageError(f"--out: {exc}") from None
     elif kind in ("npz", "jsonl", "parquet"):
-        check_output_file(args.out, "--out")
+        check_output_file(args.out, "--out", overwrite=args.overwrite)
 
 
 def _run_metadata(args: argparse.Namespace, pipeline: Any, max_faces: Any) -> dict[str, Any]:
@@ -213,7 +216,7 @@ def _run_folder_locked(args: argparse.Namespace, pipeline: Any, sources: list[st
     seconds = time.perf_counter() - started
     print(f"{images} image(s) embedded, {skipped} already in {args.out!r} skipped, {faces} "
           f"face(s), {errors} error(s), {seconds:.1f} s, {images / seconds if seconds else 0:.2f} images/s on "
-          f"{pipeline.device_used} -> {args.out}")
+          f"{pipeline.device_used} -> {printable(args.out)}")
     return 1 if errors else 0
 
 
@@ -224,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
     kind = _out_kind(out)
     _check_options(args, kind)
     sources, folders = expand_inputs(args.inputs)
+    if kind in ("npz", "jsonl", "parquet"):
+        check_not_an_input(out, "--out", sources)  # with --overwrite too
     max_faces = None if args.all_faces else KEEP
     if args.ray:
         return _run_ray(args, sources, max_faces)
@@ -250,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         with writing_file(out) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
             np.savez_compressed(fh, **_flatten(sources, outputs),
                                 metadata=np.array(json_text(_run_metadata(args, pipeline, max_faces))))
-    where = "" if out in (None, "-") else f" -> {out}"
+    where = "" if out in (None, "-") else f" -> {printable(out)}"
     print(f"{len(sources)} image(s), {faces} face(s), {errors} unreadable, on {pipeline.device_used}{where}",
           file=sys.stderr if out == "-" else sys.stdout)
     return 1 if errors else 0

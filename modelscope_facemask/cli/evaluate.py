@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .common import (DEFAULT_MODEL, UsageError, add_command, add_model_options, check_output_file, expand_inputs,
-                     open_pipeline, positive_int, run_images, untrained_warning, write_json)
+from ..printable import printable
+from .common import (DEFAULT_MODEL, UsageError, add_command, add_model_options, expand_inputs, open_pipeline,
+                     positive_int, run_images, untrained_warning, write_json)
+from .output_paths import add_overwrite_option, check_distinct, check_not_an_input, check_output_file
 from .gallery import add_search_options, apply_search_options, model_default
 
 DESCRIPTION = """Evaluate face verification on labelled pairs and calibrate `facemask compare`'s threshold.
@@ -52,6 +54,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--plot", metavar="ROC.png", help="also draw the ROC curve (needs matplotlib)")
     parser.add_argument("--json", metavar="RESULT.json", help="write the results as JSON (`facemask pack "
                         "--evaluation` puts them on the model card)")
+    add_overwrite_option(parser, "an existing --json or --plot file")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
@@ -78,15 +81,19 @@ def run_pairs(args: argparse.Namespace) -> int:
         if suffix not in formats:
             raise UsageError(f"--plot {args.plot!r}: the file name must end in one of "
                              f"{', '.join('.' + f for f in sorted(formats))} (e.g. ROC.png)")
-        check_output_file(args.plot, "--plot")
+        check_output_file(args.plot, "--plot", reads=[args.pairs], overwrite=args.overwrite)
     if args.json:
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", reads=[args.pairs], overwrite=args.overwrite)
+    check_distinct({"--plot": args.plot, "--json": args.json})
     try:
         pairs = read_pairs(args.pairs)
     except PairsFileError as exc:
         raise UsageError(str(exc)) from None
     images = sorted({p.image_a for p in pairs} | {p.image_b for p in pairs})
     expand_inputs(images)
+    for option, path in (("--plot", args.plot), ("--json", args.json)):
+        if path:
+            check_not_an_input(path, option, images)  # the pairs' images (also with --overwrite)
     pipeline = open_pipeline(args, max_faces=1)
     untrained_warning(pipeline)
     outputs = run_images(pipeline, images, max_faces=1, batch_size=args.batch_size, progress=not args.no_progress)
@@ -96,7 +103,7 @@ def run_pairs(args: argparse.Namespace) -> int:
                 for img, out in zip(images, outputs) if img not in embedding}
     usable = [p for p in pairs if p.image_a in embedding and p.image_b in embedding]
     for img, why in problems.items():
-        print(f"skipped {img}: {why}")
+        print(f"skipped {printable(img)}: {printable(why)}")
     if not usable:
         raise UsageError("no pair has a face in both images")
     similarities = [float(np.dot(embedding[p.image_a].astype(np.float64), embedding[p.image_b])) for p in usable]
@@ -106,7 +113,8 @@ def run_pairs(args: argparse.Namespace) -> int:
                          f"{'same' if all(labels) else 'different'}")
     result = evaluate_similarities(similarities, labels)
     print(f"pairs: {len(usable)} used ({result.genuine_pairs} same, {result.impostor_pairs} different), "
-          f"{len(pairs) - len(usable)} skipped; images: {len(images)}; model {args.model} on {pipeline.device_used}")
+          f"{len(pairs) - len(usable)} skipped; images: {len(images)}; model {printable(args.model)} on "
+          f"{pipeline.device_used}")
     print(f"ROC AUC: {result.roc_auc:.4f}")
     print(f"EER: {result.eer:.4f} at threshold {result.eer_threshold:.4f}")
     for point in result.operating_points:
@@ -121,10 +129,10 @@ def run_pairs(args: argparse.Namespace) -> int:
         write_json(args.json, {"pairs_file": Path(args.pairs).name, "model": args.model,
                                "device": str(pipeline.device_used), "skipped_pairs": len(pairs) - len(usable),
                                "evaluation": result.to_dict()})
-        print(f"results -> {args.json}")
+        print(f"results -> {printable(args.json)}")
     if args.plot:
         far, tar, _ = roc_curve(similarities, labels)
-        print(f"ROC curve -> {plot_roc(far, tar, result, args.plot)}")
+        print(f"ROC curve -> {printable(plot_roc(far, tar, result, args.plot))}")
     return 0
 
 
@@ -168,7 +176,9 @@ def run_identification(args: argparse.Namespace) -> int:
     if args.plot:
         raise UsageError("--plot draws the 1:1 ROC curve; it is not available with --gallery")
     if args.json:
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", reads=[args.probes], overwrite=args.overwrite,
+                          folders={args.gallery: "the gallery being read",
+                                   **({args.probes: "the probes"} if Path(args.probes).is_dir() else {})})
     gallery = FaceGallery.load(args.gallery)
     if len(gallery) == 0:
         raise UsageError(f"gallery {args.gallery!r} is empty: enrol images with `facemask gallery add`")
@@ -179,7 +189,7 @@ def run_identification(args: argparse.Namespace) -> int:
     candidates = [[(c.identity, c.score) for c in found] for found in searched]
     probe_identities = list(embedded.identities)
     for (source, why), identity in zip(embedded.problems, problem_identities):
-        print(f"probe {source}: {why}" + ("" if identity else " (not counted: no identity)"))
+        print(f"probe {printable(source)}: {printable(why)}" + ("" if identity else " (not counted: no identity)"))
         if identity:
             candidates.append([])
             probe_identities.append(identity)
@@ -191,7 +201,8 @@ def run_identification(args: argparse.Namespace) -> int:
     masked = " (masked probes)" if args.mask_probes else ""
     print(f"probes{masked}: {len(probe_identities)} ({result.mated_probes} mated, {result.non_mated_probes} "
           f"non-mated; {result.failed_mated_probes + result.failed_non_mated_probes} without a usable face); "
-          f"gallery: {len(gallery)} image(s) of {len(gallery.identities())} identities; model {gallery.model.model}; "
+          f"gallery: {len(gallery)} image(s) of {len(gallery.identities())} identities; model "
+          f"{printable(gallery.model.model)}; "
           f"aggregate {args.aggregate}")
     if enrolled_again:
         print(f"note: {enrolled_again} probe image(s) are themselves enrolled in the gallery: they find themselves "
@@ -212,5 +223,5 @@ def run_identification(args: argparse.Namespace) -> int:
                                "gallery_images": len(gallery), "gallery_identities": len(gallery.identities()),
                                "probe_images_enrolled_in_gallery": enrolled_again,
                                "identification": result.to_dict()})
-        print(f"results -> {args.json}")
+        print(f"results -> {printable(args.json)}")
     return 0

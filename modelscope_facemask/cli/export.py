@@ -5,7 +5,9 @@ import argparse
 import os
 from typing import Any
 
+from ..printable import printable
 from .common import add_command, check_output_parent, resolve_detector, resolve_model_dir
+from .output_paths import check_output_folder
 
 DESCRIPTION = """Export a FaceMask model's networks for the CPU engines into OUT:
   recognizer.onnx, detector.onnx                       (--format onnx: onnxruntime, also openvino)
@@ -48,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     if detector_dir is not None:
         detector = FaceDetector.from_pretrained(detector_dir, device="cpu", repository=model_dir)
         networks["detector"] = (detector.net, weights_sha256(detector.net, detector.weights_file))
+    check_output_folder(args.out, "--out", folders={model_dir: "the model folder", **(
+        {detector_dir: "the detector folder"} if detector_dir is not None else {})})
     files = export_folder(args.out, args.format, networks, force=args.force)
-    print(f"exported {args.model} -> {os.path.abspath(args.out)} ({args.format})")
+    print(f"exported {printable(args.model)} -> {printable(os.path.abspath(args.out))} ({args.format})")
     for name, size in files.items():
         print(f"  {size:>13,}  {name}")
     print(f"use: pipeline(..., engine='{'onnxruntime' if args.format == 'onnx' else 'openvino'}', "

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import (DEFAULT_MODEL, UsageError, add_command, add_model_options, check_output_parent, json_text,
-                     open_pipeline, positive_int)
+from ..printable import check_identity_names, printable
+from .common import DEFAULT_MODEL, UsageError, add_command, add_model_options, json_text, open_pipeline, positive_int
+from .output_paths import add_overwrite_option, check_output_file, check_output_folder
 
 SOURCES = """SRC is one of:
   a folder tree SRC/IDENTITY/*.jpg   one subfolder per person (any image type; nested folders count for it)
@@ -85,6 +86,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", metavar="REPORT.json", help="also write the enrolment report as JSON")
+    add_overwrite_option(parser, "an existing --json file")
 
 
 def model_default(parser: argparse.ArgumentParser, default: str) -> None:
@@ -134,6 +136,8 @@ def enrol(args: argparse.Namespace, source: str, model: str) -> Any:
         found = read_source(source)
     except EnrolmentSourceError as exc:
         raise UsageError(str(exc)) from None
+    check_identity_names(zip(found.identities, found.sources) if not isinstance(found, LabelledImages)
+                         else ((image.identity, image.source) for image in found.images))
     if not isinstance(found, LabelledImages):
         return found
     args.model = os.path.abspath(model) if os.path.isdir(model) else model  # usable later from any folder
@@ -147,7 +151,7 @@ def enrol(args: argparse.Namespace, source: str, model: str) -> Any:
 
 def _report(problems: list[tuple[str, str]]) -> None:
     for source, reason in problems:
-        print(f"not enrolled {source}: {reason}")
+        print(f"not enrolled {printable(source)}: {printable(reason)}")
 
 
 def _write_report(args: argparse.Namespace, gallery_path: str, gallery: Any, enrolled: int,
@@ -159,6 +163,19 @@ def _write_report(args: argparse.Namespace, gallery_path: str, gallery: Any, enr
                                "already_enrolled": skipped_duplicates,
                                "not_enrolled": [{"source": s, "reason": r} for s, r in problems],
                                "images": len(gallery), "identities": len(gallery.identities())})
+
+
+def _source_folder(source: str) -> dict[str, str]:
+    """The enrolment source as ``folders`` for the output checks, when it is a folder (no output goes inside it)."""
+    return {source: "the enrolment source"} if os.path.isdir(source) else {}
+
+
+def _check_report(args: argparse.Namespace, gallery: str) -> None:
+    """``--json``: not the source, not inside the gallery or the source folder, not an existing file unless
+    ``--overwrite``."""
+    if args.json:
+        check_output_file(args.json, "--json", reads=[args.source], overwrite=args.overwrite,
+                          folders={gallery: "the gallery being written", **_source_folder(args.source)})
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -174,9 +191,8 @@ def run_build(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out!r} exists: " + ("it is not a FaceMask gallery and is never replaced; choose "
                          "another folder" if args.replace else "pass --replace to replace a gallery, or choose another "
                          "folder"))
-    check_output_parent(out, "--out")
-    if args.json:
-        check_output_parent(args.json, "--json")
+    check_output_folder(out, "--out", folders=_source_folder(args.source))
+    _check_report(args, args.out)
     embedded = enrol(args, args.source, args.model or DEFAULT_MODEL)
     _report(embedded.problems)
     if not len(embedded.sources):
@@ -188,9 +204,9 @@ def run_build(args: argparse.Namespace) -> int:
                                 keys=embedded.keys, kind=args.index)
     gallery.save(out, replace=args.replace)
     _write_report(args, args.out, gallery, len(embedded.sources), embedded.problems)
-    print(f"gallery {args.out}: {len(gallery)} image(s) of {len(gallery.identities())} identit"
+    print(f"gallery {printable(args.out)}: {len(gallery)} image(s) of {len(gallery.identities())} identit"
           f"{'y' if len(gallery.identities()) == 1 else 'ies'} enrolled, {len(embedded.problems)} not enrolled; "
-          f"{gallery.index.kind} index; model {model.model}")
+          f"{gallery.index.kind} index; model {printable(model.model)}")
     return 1 if embedded.problems else 0
 
 
@@ -199,8 +215,7 @@ def run_add(args: argparse.Namespace) -> int:
     from ..gallery.gallery_folder import writer_lock
 
     gallery = FaceGallery.load(args.gallery)  # a bad gallery fails before the model loads
-    if args.json:
-        check_output_parent(args.json, "--json")
+    _check_report(args, args.gallery)
     embedded = enrol(args, args.source, args.model or gallery.model.model)
     model = GalleryModel.from_metadata(embedded.metadata)
     gallery.check_model(model)
@@ -219,7 +234,8 @@ def run_add(args: argparse.Namespace) -> int:
     _report(embedded.problems)
     new = len(set(gallery.identities()) - before)
     _write_report(args, args.gallery, gallery, len(fresh), embedded.problems, duplicates)
-    print(f"gallery {args.gallery}: {len(fresh)} image(s) added ({new} new identit{'y' if new == 1 else 'ies'}), "
+    print(f"gallery {printable(args.gallery)}: {len(fresh)} image(s) added "
+          f"({new} new identit{'y' if new == 1 else 'ies'}), "
           f"{duplicates} already enrolled, {len(embedded.problems)} not enrolled; now {len(gallery)} image(s) of "
           f"{len(gallery.identities())} identities")
     return 1 if embedded.problems else 0
@@ -234,8 +250,8 @@ def run_remove(args: argparse.Namespace) -> int:
         removed = gallery.remove(args.identities)
         gallery.save(args.gallery, replace=True)
     names = list(dict.fromkeys(args.identities))
-    print(f"gallery {args.gallery}: removed {removed} image(s) of {len(names)} identit"
-          f"{'y' if len(names) == 1 else 'ies'} ({', '.join(names)}); now {len(gallery)} image(s) of "
+    print(f"gallery {printable(args.gallery)}: removed {removed} image(s) of {len(names)} identit"
+          f"{'y' if len(names) == 1 else 'ies'} ({', '.join(map(printable, names))}); now {len(gallery)} image(s) of "
           f"{len(gallery.identities())} identities")
     return 0
 
@@ -253,13 +269,13 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json_text(info, indent=2))
         return 0
-    print(f"gallery {args.gallery} ({manifest['format']} v{manifest['format_version']}, written by "
-          f"{manifest.get('written_by')}; created {manifest.get('created')})")
+    print(f"gallery {printable(args.gallery)} ({manifest['format']} v{manifest['format_version']}, written by "
+          f"{printable(manifest.get('written_by'))}; created {printable(manifest.get('created'))})")
     print(f"  {len(gallery)} image(s) of {len(gallery.identities())} identities; {gallery.index.kind} index, "
           f"{gallery.dim}-d")
-    print(f"  model {gallery.model.model}")
+    print(f"  model {printable(gallery.model.model)}")
     print(f"  recognizer weights sha256 {gallery.model.recognizer_sha256}")
     print(f"  embedding contract sha256 {gallery.model.contract_sha256}")
     for name, count in info.get("identities", {}).items():
-        print(f"  {name}: {count} image(s)")
+        print(f"  {printable(name)}: {count} image(s)")
     return 0

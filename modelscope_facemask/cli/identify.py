@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..printable import printable
 from .common import (UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
                      positive_int, similarity_threshold, untrained_warning)
 from .gallery import add_search_options, apply_search_options, model_default
@@ -95,16 +96,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_record(record: dict[str, Any]) -> None:
+    image = printable(record["image"])
     if "error" in record:
-        print(f"{record['image']}: {'ERROR ' if record['error'] != 'no face found' else ''}{record['error']}")
+        print(f"{image}: {'ERROR ' if record['error'] != 'no face found' else ''}{printable(record['error'])}")
         return
-    print(f"{record['image']}: {len(record['faces'])} face(s)")
+    print(f"{image}: {len(record['faces'])} face(s)")
     for index, face in enumerate(record["faces"]):
         box = ", ".join(f"{v:.0f}" for v in face["box"])
         top = face["candidates"][0] if face["candidates"] else None
-        answer = face["identity"] if face["identity"] is not None else "unknown"
-        best = f" (best {top['identity']} {top['score']:.4f})" if top and face["identity"] is None else \
+        answer = printable(face["identity"]) if face["identity"] is not None else "unknown"
+        best = f" (best {printable(top['identity'])} {top['score']:.4f})" if top and face["identity"] is None else \
             f" ({top['score']:.4f})" if top else ""
         print(f"  face {index} [{box}] detection score {face['score']:.3f}: {answer}{best}")
         for rank, candidate in enumerate(face["candidates"], start=1):
-            print(f"    {rank}. {candidate['identity']}  {candidate['score']:.4f}  {candidate['source']}")
+            print(f"    {rank}. {printable(candidate['identity'])}  {candidate['score']:.4f}  "
+                  f"{printable(candidate['source'])}")

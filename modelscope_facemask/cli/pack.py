@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..printable import printable
 from .common import add_command, check_output_parent, resolve_model_dir
+from .output_paths import check_output_folder
 
 DESCRIPTION = """Build a ModelScope model repository in OUT from a FaceMask model (hub id or folder):
   configuration.json  this project's card (model/preprocessor types, detector, max_faces)
@@ -38,10 +40,13 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_parent(args.out, "--out")
     detector = resolve_model_dir(args.detector, "detector") if args.detector else None
-    result = pack_model(resolve_model_dir(args.model), args.out, detector=detector, model_id=args.model_id,
+    model_dir = resolve_model_dir(args.model)
+    check_output_folder(args.out, "--out", folders={model_dir: "the model folder", **(
+        {detector: "the detector folder"} if detector is not None else {})})
+    result = pack_model(model_dir, args.out, detector=detector, model_id=args.model_id,
                         license=args.license, untrained=args.untrained, evaluation=args.evaluation, force=args.force)
     where = f"inside the repository ({result.detector}/)" if result.detector_inside else f"hub id {result.detector}"
-    print(f"packed {args.model} -> {result.folder} (detector: {where})")
+    print(f"packed {printable(args.model)} -> {printable(result.folder)} (detector: {where})")
     for name, size in sorted(result.files.items()):
         print(f"  {size:>13,}  {name}")
     print(f"  {sum(result.files.values()):>13,}  total ({len(result.files)} files + manifest.json)")

@@ -5,7 +5,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..printable import printable
 from .common import KEEP, UsageError, add_command, add_model_options, image_files, max_faces_arg, open_pipeline
+from .output_paths import add_overwrite_option, check_not_an_input, check_output_file
 
 CHECK_EPILOG = """Default tolerances (reference and check on the same device type and precision; measured noise on a
 2-core CPU: recognizer 1-cos <= 7e-15, end to end 1-cos 5.7e-8 from 6e-5 px landmark jitter between thread counts;
@@ -38,7 +40,9 @@ def register(commands: Any) -> None:
     create.add_argument("--out", required=True, metavar="REF.npz", help="reference file to write")
     create.add_argument("--max-faces", type=max_faces_arg, default=KEEP, metavar="N|all",
                         help="faces per image (default: the model's configuration)")
-    create.add_argument("--force", action="store_true", help="overwrite an existing reference file")
+    create.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                        help="overwrite an existing reference file (see tests/regression/README.md for when that is "
+                             "legitimate; never one of the images)")
     create.set_defaults(handler=run_create)
 
     check = add_command(actions, "check", help="compare the pipeline with a reference .npz", epilog=CHECK_EPILOG)
@@ -53,29 +57,28 @@ def register(commands: Any) -> None:
     check.add_argument("--max-box-px", type=float, help="box coordinate difference upper bound (pixels)")
     check.add_argument("--max-score-diff", type=float, help="detector score difference upper bound")
     check.add_argument("--json", metavar="REPORT.json", help="also write the full report as JSON")
+    add_overwrite_option(check, "an existing --json file")
     check.set_defaults(handler=run_check)
 
 
 def run_create(args: argparse.Namespace) -> int:
     from ..regress import command_line, create_reference, save_reference
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UsageError(f"{str(out)!r} exists; pass --force to overwrite a reference (see its README for when "
-                         "that is legitimate)")
+    out = check_output_file(args.out, "--out", overwrite=args.force, overwrite_option="--force")
     folder = Path(args.images)
     if not folder.is_dir():
         raise UsageError(f"--images {args.images!r} is not a folder")
     images = {p.relative_to(folder).as_posix(): p for p in image_files(folder)}
     if not images:
         raise UsageError(f"no images in {args.images!r}")
+    check_not_an_input(out, "--out", images.values())  # also with --force
     pipeline = open_pipeline(args, max_faces=args.max_faces)
     max_faces = pipeline.preprocessor.settings.max_faces if args.max_faces is KEEP else args.max_faces
     reference = create_reference(pipeline, images, max_faces=max_faces, model=args.model,
                                  images_dir=str(folder.resolve()), command=command_line())
     save_reference(reference, out)
     meta = reference.metadata
-    print(f"wrote {out}: {len(reference.images)} images, {int(reference.face_counts.sum())} faces, on "
+    print(f"wrote {printable(out)}: {len(reference.images)} images, {int(reference.face_counts.sum())} faces, on "
           f"{meta['device']} ({meta['precision']}); contract sha256 {meta['contract_sha256'][:16]}; weights " +
           ", ".join(f"{role} {w['sha256'][:16]}" for role, w in meta["weights"].items()))
     return 0
@@ -84,11 +87,15 @@ def run_create(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from ..regress import check_reference, format_report, load_reference, locate_images
 
+    if args.json:
+        check_output_file(args.json, "--json", reads=[args.reference], overwrite=args.overwrite)
     reference = load_reference(args.reference)
     folder = args.images or reference.metadata.get("images_dir")
     if not folder:
         raise UsageError("the reference records no images folder; pass --images DIR")
     images = locate_images(reference, folder)
+    if args.json:
+        check_not_an_input(args.json, "--json", images.values())
     pipeline = open_pipeline(args, max_faces=reference.metadata["contract"]["max_faces"])
     overrides = {"min_cos": args.min_cos, "min_cos_recognizer": args.min_cos_recognizer,
                  "max_landmark_px": args.max_landmark_px, "max_box_px": args.max_box_px,
@@ -100,5 +107,5 @@ def run_check(args: argparse.Namespace) -> int:
 
         # strict JSON: the report never holds NaN/Inf (non-finite values are failures with "value": null)
         write_json(args.json, report.to_dict())
-        print(f"report -> {args.json}")
+        print(f"report -> {printable(args.json)}")
     return {"pass": 0, "regression": 1, "dependency-change": 3}[report.status]

@@ -757,7 +757,7 @@ def format_report(report: CheckReport, reference: Reference) -> str:
                      f"limits, within what upgrades of {', '.join(report.dependency_changes)} were measured to move "
                      f"them (1-cos <= {1 - DEPENDENCY_CHANGE.min_cos_recognizer:.3g}); the weights and the contract "
                      "are the reference's:")
-        lines += [f"  {f['message']}" for f in report.moved]
+        lines += [f"  {printable(f['message'])}" for f in report.moved]
         lines.append("A weight change this small would look the same. Check with the reference's versions (pip "
                      "install -c constraints.txt), or after an intended upgrade refresh the lock and the reference "
                      "(README: 'Refreshing the lock and the reference').")

@@ -312,3 +312,20 @@ def test_modelscope_and_hub_client_info_logs_only_with_verbose():
     with _logging(True):
         assert all(logger.isEnabledFor(logging.INFO) for logger in loggers)
     assert [logger.level for logger in loggers] == before
+
+
+def test_a_fifo_named_directly_is_an_item_error_and_a_dangling_link_is_named(model_dir, photos, tmp_path, capsys):
+    """Before: both were "no such file or folder", which is wrong for a FIFO (it exists) and does not say why a
+    link that `ls` shows is missing. Now the FIFO is that item's error (never opened, the others answered) and the
+    dangling link is named with its target."""
+    fifo = tmp_path / "camera.jpg"
+    os.mkfifo(fifo)
+    group = _group(photos, tmp_path)
+    assert main(["embed", group, str(fifo), "--model", str(model_dir), "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert f"{group}: 1 face(s)" in out and f"{fifo}: ERROR" in out and "not a regular file" in out
+    link = tmp_path / "gone.jpg"
+    link.symlink_to(tmp_path / "deleted.jpg")
+    assert main(["embed", str(link), "--model", str(model_dir), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "a symbolic link to" in err and "deleted.jpg" in err and "which does not exist" in err

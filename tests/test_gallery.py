@@ -446,3 +446,18 @@ def test_a_bad_lock_timeout_is_a_configuration_error(tmp_path, monkeypatch):
     monkeypatch.setenv(TIMEOUT_ENV, "soon")
     with pytest.raises(ConfigurationError, match=f"{TIMEOUT_ENV}='soon'"):
         FaceGallery.load(folder).save(folder, replace=True)
+
+
+def test_enrolled_photos_are_compared_by_resolved_path(tmp_path, monkeypatch):
+    """Before: a gallery that stored 'enrol/a.jpg' (as typed, by earlier versions) did not know '/abs/enrol/a.jpg',
+    nor the same photo through a symbolic link, and `gallery add` enrolled it a second time."""
+    (tmp_path / "enrol").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "enrol" / name).write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "enrol")
+    monkeypatch.chdir(tmp_path)
+    vectors, names, _ = _clustered(0, 2, 1)
+    gallery = FaceGallery.build(vectors, names, ["enrol/a.jpg", "https://example.org/b.jpg"], model=MODEL)
+    asked = [str(tmp_path / "enrol" / "a.jpg"), str(tmp_path / "link" / "a.jpg"), "./enrol/../enrol/a.jpg",
+             str(tmp_path / "enrol" / "b.jpg"), "https://example.org/b.jpg"]
+    assert gallery.enrolled_photos(asked) == [True, True, True, False, True]

@@ -170,12 +170,14 @@ def expand_inputs(items: Iterable[str]) -> tuple[list[str], bool]:
                 raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {item!r}")
             sources += [str(p) for p in found]
             any_folder = True
-        elif os.path.isfile(item):
-            sources.append(item)
+        elif os.path.exists(item):
+            sources.append(item)  # a file; a FIFO or device becomes that item's "not a regular file" error
+        elif os.path.islink(item):
+            missing.append(f"{item!r} (a symbolic link to {os.readlink(item)!r}, which does not exist)")
         else:
-            missing.append(item)
+            missing.append(repr(item))
     if missing:
-        raise UsageError("no such file or folder: " + ", ".join(repr(m) for m in missing))
+        raise UsageError("no such file or folder: " + ", ".join(missing))
     return sources, any_folder
 
 

@@ -196,8 +196,7 @@ def run_identification(args: argparse.Namespace) -> int:
     if not probe_identities:
         raise UsageError(f"no usable probes in {args.probes!r}")
     result = identification_metrics(candidates, probe_identities, gallery.identities())
-    enrolled = gallery.enrolled_sources()
-    enrolled_again = sum(source in enrolled for source in embedded.sources)
+    enrolled_again = sum(gallery.enrolled_photos(embedded.sources))
     masked = " (masked probes)" if args.mask_probes else ""
     print(f"probes{masked}: {len(probe_identities)} ({result.mated_probes} mated, {result.non_mated_probes} "
           f"non-mated; {result.failed_mated_probes + result.failed_non_mated_probes} without a usable face); "

@@ -223,8 +223,7 @@ def run_add(args: argparse.Namespace) -> int:
         if not gallery.is_current(args.gallery):
             gallery = FaceGallery.load(args.gallery)  # changed while the images were embedded
             gallery.check_model(model)
-        enrolled = gallery.enrolled_sources()
-        fresh = [i for i, source in enumerate(embedded.sources) if source not in enrolled]
+        fresh = [i for i, known in enumerate(gallery.enrolled_photos(embedded.sources)) if not known]
         duplicates = len(embedded.sources) - len(fresh)
         before = set(gallery.identities())
         gallery.add(embedded.embeddings[fresh], [embedded.identities[i] for i in fresh],

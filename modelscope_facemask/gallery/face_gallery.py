@@ -221,8 +221,16 @@ class FaceGallery:
         return {str(n): int(c) for n, c in zip(names, counts)}
 
     def enrolled_sources(self) -> set[str]:
-        """The sources of every enrolled image."""
+        """The sources of every enrolled image, as stored."""
         return set(self.rows.sources.tolist())
+
+    def enrolled_photos(self, sources: Sequence[str]) -> list[bool]:
+        """Per source in ``sources``: whether that photo is already enrolled, compared by resolved path (a URL as
+        given), so that a gallery that stored ``enrol/a.jpg`` knows ``/abs/enrol/a.jpg``."""
+        from ..face_rows import source_keys
+
+        enrolled = set(source_keys(self.rows.sources.tolist()))
+        return [key in enrolled for key in source_keys(list(sources))]
 
     def check_model(self, other: GalleryModel) -> None:
         """Raise :class:`GalleryMismatchError` unless ``other`` has this gallery's recognizer and contract."""

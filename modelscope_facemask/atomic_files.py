@@ -40,15 +40,20 @@ def writing_file(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically; ``durable``: the bytes reach the disk (fsync) before the rename, so
+    that after a power loss ``path`` holds the old or the new bytes, never an empty file."""
     with writing_file(path) as tmp:
-        tmp.write_bytes(data)
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: str | os.PathLike, text: str, *, durable: bool = False) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically (``durable``: see :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text.encode("utf-8"), durable=durable)
 
 
 @contextlib.contextmanager

@@ -42,10 +42,16 @@ def is_url(source: str) -> bool:
 
 
 def source_name(source: str | os.PathLike) -> str:
-    """How a rows folder stores a source: a local path made absolute and normalised (``..`` and ``.`` removed,
-    symlinks kept, so the parent folder still names the identity); an http(s) URL unchanged."""
+    """How a rows folder stores a source: a local path made absolute (symlinks kept, so the parent folder still
+    names the identity); an http(s) URL unchanged. A path with ``..`` gets its folder resolved as the OS resolves
+    it (``link/..`` is the parent of the link's target, which removing ``..`` as text would get wrong)."""
     source = os.fspath(source)
-    return source if is_url(source) else os.path.abspath(source)
+    if is_url(source):
+        return source
+    if ".." not in Path(source).parts:
+        return os.path.abspath(source)
+    head, tail = os.path.split(os.path.join(os.getcwd(), source))
+    return os.path.join(os.path.realpath(head), tail)
 
 
 def _folder_links(folder: str) -> tuple[str, frozenset[str]]:
@@ -68,7 +74,7 @@ def source_keys(sources: Sequence[str]) -> list[str]:
         if is_url(source):
             keys.append(source)
             continue
-        head, tail = os.path.split(os.path.abspath(source))
+        head, tail = os.path.split(source_name(source))
         if head not in folders:
             folders[head] = _folder_links(head)
         real, links = folders[head]

@@ -33,8 +33,9 @@ def json_text(data: Any, *, indent: int | None = None) -> str:
     return json.dumps(finite_or_none(data), indent=indent, ensure_ascii=False, allow_nan=False)
 
 
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write pretty strict JSON (UTF-8, trailing newline) atomically; creates the parent folder."""
+def write_json(path: str | os.PathLike, data: Any, *, durable: bool = False) -> Path:
+    """Write pretty strict JSON (UTF-8, trailing newline) atomically; creates the parent folder (``durable``:
+    fsync before the rename, :func:`~modelscope_facemask.atomic_files.write_bytes_atomic`)."""
     path = Path(path)
-    write_text_atomic(path, json_text(data, indent=2) + "\n")
+    write_text_atomic(path, json_text(data, indent=2) + "\n", durable=durable)
     return path

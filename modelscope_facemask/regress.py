@@ -437,8 +437,8 @@ class CheckReport:
 
     ``dependency-change``: the outputs moved beyond the limits of ``preset`` but stay within :data:`DEPENDENCY_CHANGE`,
     the weights and the contract are the reference's, and a numeric dependency has another version
-    (``dependency_changes``). ``images`` then hold the judgement under the dependency limits and ``moved`` the
-    failures under ``preset``'s limits.
+    (``dependency_changes``). ``tolerances``, ``preset`` and ``images`` are then those of the dependency-change
+    judgement, and ``moved`` holds the failures under the same-version limits.
     """
 
     reference: str
@@ -652,7 +652,8 @@ def check_reference(pipeline: Any, reference: Reference, images: Mapping[str, Pa
         loose = replace(DEPENDENCY_CHANGE, **{k: float(v) for k, v in (overrides or {}).items() if v is not None})
         judged = _judge(reference, outputs, recognized, loose)
         if not any(r.failures for r in judged):
-            return replace(report, images=judged, dependency_changes=changes, moved=report.failures)
+            return replace(report, images=judged, tolerances=loose, preset="dependency-change",
+                           dependency_changes=changes, moved=report.failures)
         notes.append(f"numeric dependencies changed ({', '.join(changes)}), but the outputs moved more than such "
                      f"upgrades were measured to move them (dependency-change limits: 1-cos <= "
                      f"{1 - loose.min_cos_recognizer:.3g})")
@@ -668,7 +669,8 @@ def dependency_changes(reference_metadata: Mapping[str, Any], now: Mapping[str, 
 
 
 def _judge(reference: Reference, outputs: Sequence[Mapping[str, Any]],
-           recognized: Sequence[list[tuple[int, float | None, str]] | None], tolerances: Tolerances) -> list[ImageResult]:
+           recognized: Sequence[list[tuple[int, float | None, str]] | None],
+           tolerances: Tolerances) -> list[ImageResult]:
     """Per-image results of comparing ``outputs`` (and the recognizer values) with ``reference`` at ``tolerances``."""
     use_det = reference.metadata["contract"]["use_det"]
     results = []
@@ -753,10 +755,10 @@ def format_report(report: CheckReport, reference: Reference) -> str:
         lines.append(f"PASS: {len(report.images)} images, {int(reference.face_counts.sum())} faces within tolerance")
     elif report.status == "dependency-change":
         moved = sorted({f["image"] for f in report.moved})
-        lines.append(f"DEPENDENCY CHANGE: {len(moved)} of {len(report.images)} images moved beyond the {report.preset} "
+        lines.append(f"DEPENDENCY CHANGE: {len(moved)} of {len(report.images)} images moved beyond the same-version "
                      f"limits, within what upgrades of {', '.join(report.dependency_changes)} were measured to move "
-                     f"them (1-cos <= {1 - DEPENDENCY_CHANGE.min_cos_recognizer:.3g}); the weights and the contract "
-                     "are the reference's:")
+                     f"them (1-cos <= {1 - tol.min_cos_recognizer:.3g}); the weights and the contract are the "
+                     "reference's:")
         lines += [f"  {printable(f['message'])}" for f in report.moved]
         lines.append("A weight change this small would look the same. Check with the reference's versions (pip "
                      "install -c constraints.txt), or after an intended upgrade refresh the lock and the reference "

@@ -443,9 +443,10 @@ def test_a_bad_lock_timeout_is_a_configuration_error(tmp_path, monkeypatch):
     from modelscope_facemask.gallery.writer_lock import TIMEOUT_ENV
 
     folder = _saved(tmp_path)
-    monkeypatch.setenv(TIMEOUT_ENV, "soon")
-    with pytest.raises(ConfigurationError, match=f"{TIMEOUT_ENV}='soon'"):
-        FaceGallery.load(folder).save(folder, replace=True)
+    for value in ("soon", "inf", "nan", "1e300", "-1"):  # inf and 1e300: OverflowError inside threading before
+        monkeypatch.setenv(TIMEOUT_ENV, value)
+        with pytest.raises(ConfigurationError, match=f"{TIMEOUT_ENV}='{value}'"):
+            FaceGallery.load(folder).save(folder, replace=True)
 
 
 def test_enrolled_photos_are_compared_by_resolved_path(tmp_path, monkeypatch):
@@ -461,3 +462,21 @@ def test_enrolled_photos_are_compared_by_resolved_path(tmp_path, monkeypatch):
     asked = [str(tmp_path / "enrol" / "a.jpg"), str(tmp_path / "link" / "a.jpg"), "./enrol/../enrol/a.jpg",
              str(tmp_path / "enrol" / "b.jpg"), "https://example.org/b.jpg"]
     assert gallery.enrolled_photos(asked) == [True, True, True, False, True]
+
+
+def test_dot_dot_through_a_symbolic_link_names_the_file_the_system_opens(tmp_path, monkeypatch):
+    """``top/link/../x.jpg`` with ``link -> ../real/sub`` opens ``real/x.jpg``; removing ``..`` as text named
+    ``top/x.jpg`` (another file, or none), so the wrong photo was enrolled or compared."""
+    from modelscope_facemask.face_rows import source_keys, source_name
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "x.jpg").write_bytes(b"real")
+    (tmp_path / "top").mkdir()
+    (tmp_path / "top" / "link").symlink_to("../real/sub")
+    monkeypatch.chdir(tmp_path)
+    assert Path(source_name("top/link/../x.jpg")).read_bytes() == b"real"
+    assert source_keys(["top/link/../x.jpg"]) == [str((tmp_path / "real" / "x.jpg").resolve())]
+    csv_file = tmp_path / "top" / "enrol.csv"
+    csv_file.write_text("path,identity\nlink/../x.jpg,alice\n")
+    (image,) = read_csv(csv_file).images
+    assert Path(image.source).read_bytes() == b"real"

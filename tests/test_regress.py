@@ -473,7 +473,7 @@ def test_dependency_change_is_its_own_finding(model_dir, images, tmp_path, capsy
     moved = _moved_reference(tmp_path, 1e-5, {"opencv": "0.0.0-test"})
     assert _check(model_dir, images, "--json", str(tmp_path / "report.json"), reference=moved) == 3
     out = capsys.readouterr().out
-    assert f"DEPENDENCY CHANGE: 6 of 6 images moved beyond the same-device limits" in out, out
+    assert f"DEPENDENCY CHANGE: 6 of 6 images moved beyond the same-version limits" in out, out
     assert f"opencv 0.0.0-test -> {cv2.__version__}" in out and "REGRESSION" not in out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["status"] == "dependency-change" and report["failures"] == []

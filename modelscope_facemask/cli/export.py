@@ -43,15 +43,15 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "openvino":
         require_engine("openvino")
     model_dir = resolve_model_dir(args.model)
+    detector_dir = resolve_detector(args, model_dir)
+    check_output_folder(args.out, "--out", folders={model_dir: "the model folder", **(
+        {detector_dir: "the detector folder"} if detector_dir is not None else {})})  # before any network loads
     # loaded as every model is: files checked against the manifest, units against the weights file, strict load
     model = FaceMaskModel(model_dir, device="cpu", precision="fp32", engine="torch")
     networks = {"recognizer": (model.net, weights_sha256(model.net, model.weights_file))}
-    detector_dir = resolve_detector(args, model_dir)
     if detector_dir is not None:
         detector = FaceDetector.from_pretrained(detector_dir, device="cpu", repository=model_dir)
         networks["detector"] = (detector.net, weights_sha256(detector.net, detector.weights_file))
-    check_output_folder(args.out, "--out", folders={model_dir: "the model folder", **(
-        {detector_dir: "the detector folder"} if detector_dir is not None else {})})
     files = export_folder(args.out, args.format, networks, force=args.force)
     print(f"exported {printable(args.model)} -> {printable(os.path.abspath(args.out))} ({args.format})")
     for name, size in files.items():

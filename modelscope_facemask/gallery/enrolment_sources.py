@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import EnrolmentSourceError
+from ..face_rows import source_name
 from ..faces.images import IMAGE_SUFFIXES, is_image_entry
 
 
@@ -100,7 +101,7 @@ def read_folder_tree(root: str | os.PathLike) -> LabelledImages:
     """``root/IDENTITY/**/*.jpg`` (any image suffix; hidden files and folders skipped; a dangling symlink or a FIFO
     is listed and becomes a problem when embedded), sorted by identity, path. Sources are absolute paths (a gallery
     knows its images whatever the working folder); a photo listed twice is enrolled once (:func:`drop_repeats`)."""
-    root = Path(os.path.abspath(root))
+    root = Path(source_name(root))
     images, problems = [], []
     for item in sorted(root.iterdir()):
         if item.name.startswith("."):
@@ -163,7 +164,7 @@ def read_csv(path: str | os.PathLike) -> LabelledImages:
                 if not given or not identity:
                     raise EnrolmentSourceError(f"{path}:{line}: empty path or identity")
                 source = given if given.startswith(("http://", "https://")) \
-                    else os.path.abspath(os.path.join(path.parent.absolute(), given))
+                    else source_name(os.path.join(path.parent.absolute(), given))
                 images.append(LabelledImage(source, identity, given))
                 lines.append(f"line {line}")
     except OSError as exc:

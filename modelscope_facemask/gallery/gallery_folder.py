@@ -333,6 +333,7 @@ def write_gallery_folder(path: str | os.PathLike, index: Any, rows: GalleryRows,
         number = (current.generation_number() if current else 0) + 1
         generation = target / f"gen-{number:06d}-{uuid.uuid4().hex[:8]}"
         generation.mkdir()
+        switched = False
         try:
             index.save(generation / INDEX_FILE)
             _write_rows(generation / ROWS_FILE, rows)
@@ -343,9 +344,13 @@ def write_gallery_folder(path: str | os.PathLike, index: Any, rows: GalleryRows,
             where = str(target / MANIFEST_FILE)
             new = GalleryManifest.from_json({**manifest, "format": FORMAT, "format_version": FORMAT_VERSION,
                                              "generation": generation.name, "files": files}, where)
-            write_json(target / MANIFEST_FILE, new.to_json())  # the switch: a temporary file renamed over it
+            # the switch: a temporary file, on disk before it is renamed over the manifest (the old generation is
+            # removed right after, so an empty manifest after a power loss would lose the gallery)
+            write_json(target / MANIFEST_FILE, new.to_json(), durable=True)
+            switched = True
         except BaseException:
-            shutil.rmtree(generation, ignore_errors=True)
+            if not switched:
+                shutil.rmtree(generation, ignore_errors=True)
             raise
         _fsync(target)
         _remove_leftovers(target, named, new)

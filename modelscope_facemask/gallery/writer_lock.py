@@ -38,14 +38,14 @@ def lock_timeout() -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value >= 0:
+    if not 0 <= value <= threading.TIMEOUT_MAX:  # also NaN and inf
         raise ConfigurationError(f"{TIMEOUT_ENV}={raw!r}: give the seconds a gallery writer waits for the lock "
-                                 f"(a number >= 0; default {DEFAULT_TIMEOUT_S:g})")
+                                 f"(a finite number >= 0; default {DEFAULT_TIMEOUT_S:g})")
     return value
 
 
 def _holder(path: Path) -> str:
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, IndexError):  # IndexError: an empty file (just created)
         pid = int(path.read_text(encoding="ascii").split()[0])
         return f"process {pid}"
     return "another process"

@@ -8,8 +8,9 @@ second name -- replace it by the file or remove it), anything that is not a regu
 list (a stray ``notes.txt`` is refused, not silently skipped), and listed files that are missing or differ from the
 manifest. :func:`staged_upload` then puts exactly the planned files into a private temporary folder (hard links where
 the file system allows, else copies; no link is ever followed) and checks the staged bytes against the manifest again:
-that folder, not the user's, is what the hub clients read. A file changed between the check and the upload is
-therefore refused too.
+that folder, not the user's, is what the hub clients read. A file replaced (renamed over) between the check and the
+upload is therefore refused too; one edited in place after staging shares a hard link's bytes and is caught only by
+the verification after the upload, which then fails (``VERIFICATION FAILED``).
 
 The upload goes through ModelScope's ``HubApi`` (``create_repo`` + ``upload_folder`` of the staged folder) with the
 token from ``MODELSCOPE_API_TOKEN`` (never printed). ``upload_folder``'s resumable-upload cache is switched off, so
@@ -103,9 +104,13 @@ def _scan_folder(folder: Path) -> _FolderScan:
         for name in sorted(dirs + names):
             path = Path(top) / name
             rel = path.relative_to(folder).as_posix()
-            mode = path.lstat().st_mode
+            try:
+                mode = path.lstat().st_mode
+                target = os.readlink(path) if stat.S_ISLNK(mode) else ""
+            except OSError as exc:  # removed or changed while the folder was walked
+                errors.append(exc)
+                continue
             if stat.S_ISLNK(mode):
-                target = os.readlink(path)
                 inside = (path.parent.resolve() / target).resolve().is_relative_to(root)
                 scan.links.append(f"{rel} -> {target} ({'inside' if inside else 'outside'} the folder)")
             elif any(part.startswith(".") for part in Path(rel).parts):

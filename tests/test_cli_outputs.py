@@ -49,7 +49,8 @@ def _model_args(model_dir: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, portraits) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("photos")
-    return {name: _small(portraits[name], folder / f"{name}.jpg") for name in ("person_a_1", "person_b_1", "person_a_2")}
+    names = ("person_a_1", "person_b_1", "person_a_2")
+    return {name: _small(portraits[name], folder / f"{name}.jpg") for name in names}
 
 
 @pytest.fixture(scope="module")

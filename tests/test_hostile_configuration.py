@@ -87,10 +87,12 @@ def test_recognizer_element_count_equals_the_built_network(units):
     assert iresnet.state_dict_elements(units) == sum(t.numel() for t in net.state_dict().values())
 
 
+_WIDE_MOBILENET = RetinaFaceConfig(name="mobilenet0.25", return_layers=MOBILENET025_CONFIG.return_layers,
+                                   in_channel=32, out_channel=256)
+
+
 @pytest.mark.parametrize("config", [MOBILENET025_CONFIG, RESNET50_CONFIG, RetinaFaceConfig(out_channel=12),
-                                    RetinaFaceConfig(name="mobilenet0.25", return_layers=MOBILENET025_CONFIG.return_layers,
-                                                     in_channel=32, out_channel=256)],
-                         ids=lambda c: f"{c.name}-{c.out_channel}")
+                                    _WIDE_MOBILENET], ids=lambda c: f"{c.name}-{c.out_channel}")
 def test_detector_element_count_equals_the_built_network(config):
     with torch.device("meta"):
         net = retinaface.RetinaFace(config)

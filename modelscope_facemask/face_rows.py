@@ -12,8 +12,8 @@ temporary hidden sibling renamed into place), so a shard that exists is complete
 by skipping the sources its shards already hold (:func:`done_sources`). Sources whose rows are error rows count as
 done too, unless :func:`drop_error_rows` removes those rows first (``facemask embed --retry-errors``).
 
-A local source is stored as its absolute, normalised path (:func:`source_name`; URLs as given) and compared by its
-resolved path (:func:`source_key`: symlinks followed), so ``embed enrol`` and ``embed /abs/enrol`` find the same
+A local source is stored as its absolute path (:func:`source_name`, symlinks kept, a ``..`` resolved as the system
+resolves it; URLs as given) and compared by its resolved path (:func:`source_key`: symlinks followed), so ``embed enrol`` and ``embed /abs/enrol`` find the same
 sources done. Folders written by older versions, which stored paths as typed, are read the same way (a relative
 source is taken against the working folder). One run at a time writes a folder (:mod:`modelscope_facemask.rows_lock`).
 """
@@ -38,6 +38,7 @@ COLUMNS = ("source", "face_index", "box", "score", "landmarks", "embedding", "er
 
 
 def is_url(source: str) -> bool:
+    """True for an http(s) URL (embedded by download, stored and compared as given)."""
     return source.startswith(("http://", "https://"))
 
 

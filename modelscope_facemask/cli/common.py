@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..embedding_runs import KEEP, embed_sources
+from ..face_rows import is_url
+from ..faces.images import IMAGE_SUFFIXES, image_paths_under
 from ..hub.probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
 from ..json_output import json_text, write_json  # noqa: F401  (re-exported for the subcommands)
-
-from ..faces.images import IMAGE_SUFFIXES, image_paths_under
 
 
 class UsageError(Exception):
@@ -63,10 +63,6 @@ def detection_options(args: argparse.Namespace) -> dict[str, Any]:
     if choice is not None:
         options["batched_postprocess"] = {"auto": None, "on": True, "off": False}[choice]
     return options
-
-
-def is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
 
 
 def resolve_model_dir(model: str, what: str = "model") -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..errors import OutputPathError
+from ..face_rows import is_url
 from .common import check_output_file as check_writable_file, check_output_parent
 
 #: what ``folders`` maps to: a folder and how to name it in the message ("the gallery being written")
@@ -93,7 +94,7 @@ def check_not_an_input(path: str | os.PathLike, option: str, reads: Iterable[str
     if target is None:
         return
     for source in reads:
-        if not str(source).startswith(("http://", "https://")) and _file_id(source) == target:
+        if not is_url(str(source)) and _file_id(source) == target:
             raise OutputPathError(f"{option} {str(path)!r} is the input {str(source)!r} of this command: a command "
                                   "never overwrites its inputs; choose another file name")
 

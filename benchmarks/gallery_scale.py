@@ -36,9 +36,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from modelscope_facemask.gallery.vector_index import (  # noqa: E402
+from modelscope_facemask.tools.gallery.vector_index import (  # noqa: E402
     HNSW_EF_CONSTRUCTION, HNSW_M, VectorIndex)
-from modelscope_facemask.json_output import write_json  # noqa: E402
+from modelscope_facemask.support.json_output import write_json  # noqa: E402
 
 CHUNK = 20_000  # identities generated per step (bounded temporaries)
 
@@ -149,7 +149,7 @@ def bf16_scan(index: VectorIndex, probes: np.ndarray, k: int, exact_scores: np.n
     against exact search, single-query latency, and the same-shape fp32/bf16 matmul rates for context."""
     import torch
 
-    from modelscope_facemask.precision import cpu_has_bf16
+    from modelscope_facemask.engines.precision import cpu_has_bf16
 
     index.search_method = "bf16"
     _, first_s = timed(lambda: index.search(probes[:1], k))

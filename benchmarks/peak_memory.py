@@ -30,10 +30,10 @@ def current_rss_mib() -> float:
 
 
 def build_model(folder: Path) -> None:
-    from modelscope_facemask.assets import retinaface_mobilenet_state_dict
-    from modelscope_facemask.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
+    from modelscope_facemask.model_files.assets import retinaface_mobilenet_state_dict
+    from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
     from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
-    from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer
+    from modelscope_facemask.tools.demo.synthetic_weights import synthetic_recognizer
 
     units = (1, 2, 2, 1)
     write_facemask_repo(folder, synthetic_recognizer(units).state_dict(),

@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.write is None:
             sys.stdout.write(body)
             return 0
-        from modelscope_facemask.atomic_files import write_text_atomic
+        from modelscope_facemask.support.atomic_files import write_text_atomic
 
         text = args.write.read_text(encoding="utf-8")
         write_text_atomic(args.write, replace_between_markers(text, body, where=str(args.write)))

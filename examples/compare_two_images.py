@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub-timeout", type=float, default=5.0, help="seconds to wait for the hub (default 5)")
     args = parser.parse_args(argv)
 
-    from modelscope_facemask.demo import UNTRAINED_BANNER, is_untrained_demo_model, offer_offline_demo
-    from modelscope_facemask.hub.probe import hub_problem
+    from modelscope_facemask.tools.demo import UNTRAINED_BANNER, is_untrained_demo_model, offer_offline_demo
+    from modelscope_facemask.tools.hub.probe import hub_problem
 
     problem = hub_problem(args.model, timeout=args.hub_timeout)
     if problem:

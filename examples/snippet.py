@@ -18,7 +18,7 @@ from pathlib import Path
 
 def default_images() -> tuple[str, str]:
     """Two portraits of the same person (Wikimedia Commons; credits printed)."""
-    from modelscope_facemask.assets import PORTRAIT_CREDITS, portrait_photos
+    from modelscope_facemask.model_files.assets import PORTRAIT_CREDITS, portrait_photos
 
     photos = portrait_photos()
     for name in ("person_a_1", "person_a_2"):
@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.images and len(args.images) != 2:
         parser.error("give two images (or none for the sample portraits)")
 
-    from modelscope_facemask.demo import offer_offline_demo, run_demo
+    from modelscope_facemask.tools.demo import offer_offline_demo, run_demo
     from modelscope_facemask.errors import AssetError
-    from modelscope_facemask.hub.probe import hub_problem
+    from modelscope_facemask.tools.hub.probe import hub_problem
 
     if args.demo:
         return run_demo(args.out, hub_timeout=args.hub_timeout)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = np.dot(emb1[0], emb2[0])
     print(f'Face cosine similarity={sim:.3f}, img1:{img1}  img2:{img2}')
 
-    from modelscope_facemask.demo import UNTRAINED_BANNER, is_untrained_demo_model
+    from modelscope_facemask.tools.demo import UNTRAINED_BANNER, is_untrained_demo_model
 
     if is_untrained_demo_model(args.model):
         print(f"WARNING: {args.model} is the offline demo's model. {UNTRAINED_BANNER}.")

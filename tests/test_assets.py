@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from modelscope_facemask import assets
+from modelscope_facemask.model_files import assets
 from modelscope_facemask.errors import AssetCacheError, AssetError, AssetIntegrityError, AssetUnavailableError
 
 from .conftest import asset_or_skip as _or_skip

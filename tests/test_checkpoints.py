@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from modelscope_facemask.checkpoints import find_weights_file, load_weights, read_state_dict, save_state_dict
+from modelscope_facemask.model_files.checkpoints import find_weights_file, load_weights, read_state_dict, save_state_dict
 from modelscope_facemask.errors import CheckpointError
 from modelscope_facemask.nets.iresnet import IResNet
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RESNET50_CONFIG, RetinaFace
@@ -124,7 +124,7 @@ def test_non_finite_weights_are_refused_naming_the_tensors(tmp_path, state, suff
 def test_model_folders_with_non_finite_weights_do_not_load(tmp_path, state, weights):
     """The recognizer (FaceMaskModel) and the detector (FaceDetector) both refuse them at construction."""
     from modelscope_facemask.faces.detector import FaceDetector
-    from modelscope_facemask.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
+    from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
     from modelscope_facemask.modelscope_adapters.model import FaceMaskModel
 
     recognizer = write_facemask_repo(tmp_path / "rec", _poisoned(state, input_layer__0__weight=float("-inf")),

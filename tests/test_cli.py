@@ -208,7 +208,7 @@ def test_annotate_writes_png_and_crops(model_dir, pipeline, photos, tmp_path, ca
 
 
 def test_evaluate_on_portrait_pairs(model_dir, pipeline, photos, tmp_path, capsys):
-    from modelscope_facemask.evaluate import evaluate_similarities
+    from modelscope_facemask.tools.evaluate import evaluate_similarities
 
     folder = Path(photos["person_a_1"]).parent
     rows = [(a, b, int(a[:8] == b[:8] and a.startswith("person"))) for i, a in enumerate(NAMES) for b in NAMES[i + 1 :]]
@@ -289,7 +289,7 @@ def test_env(capsys):
 
 
 def test_demo_calls_run_demo_lazily(monkeypatch, tmp_path):
-    import modelscope_facemask.demo as demo
+    import modelscope_facemask.tools.demo as demo
 
     calls = []
     monkeypatch.setattr(demo, "run_demo", lambda out_dir, *, hub_timeout=5.0: calls.append((out_dir, hub_timeout)) or 7)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from modelscope_facemask.cli import main
-from modelscope_facemask.hub.manifest import MANIFEST_FILE
+from modelscope_facemask.model_files.manifest import MANIFEST_FILE
 
 from .regression.inputs import build_model
 
@@ -298,7 +298,7 @@ def test_embed_jsonl_is_strict_json_without_detection(bad, tmp_path):
 
 
 def test_json_output_maps_non_finite_numbers_to_null(tmp_path):
-    from modelscope_facemask.json_output import json_text, write_json
+    from modelscope_facemask.support.json_output import json_text, write_json
 
     data = {"a": float("nan"), "b": np.float32("inf"), "c": np.array([1.5, np.nan], np.float32), "d": (-np.inf, 2),
             "e": {"f": np.int64(3), "g": "NaN"}}

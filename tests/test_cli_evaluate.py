@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelscope_facemask.evaluate import (
+from modelscope_facemask.tools.evaluate import (
     PairsFileError,
     evaluate_similarities,
     read_pairs,

@@ -92,7 +92,7 @@ def test_help(capsys):
 
 
 def test_build_enrols_the_largest_face_of_each_image_and_reports_the_rest(built, enrolment, pipeline):
-    from modelscope_facemask.gallery import FaceGallery
+    from modelscope_facemask.tools.gallery import FaceGallery
 
     folder, code, out = built
     assert code == 1  # two images could not be enrolled; the gallery holds the others
@@ -119,7 +119,7 @@ def test_info(built, capsys):
 
 
 def test_identify_every_face_with_its_top_k(built, model, pipeline, portraits, tmp_path, capsys):
-    from modelscope_facemask.gallery import FaceGallery
+    from modelscope_facemask.tools.gallery import FaceGallery
 
     a = _small(portraits["person_a_2"])
     b = _small(portraits["impostor_2"])
@@ -175,7 +175,7 @@ def test_another_contract_is_refused(built, probes, capsys):
 
 
 def test_add_and_remove(built, portraits, tmp_path, capsys):
-    from modelscope_facemask.gallery import FaceGallery
+    from modelscope_facemask.tools.gallery import FaceGallery
 
     folder = tmp_path / "G"
     shutil.copytree(built[0], folder)
@@ -218,7 +218,7 @@ def _mated_rank_rates(probe_embeddings, probe_identities, gallery):
 
 
 def test_evaluate_gallery_rank_rates(built, probes, pipeline, tmp_path, capsys):
-    from modelscope_facemask.gallery import FaceGallery
+    from modelscope_facemask.tools.gallery import FaceGallery
 
     result_file = tmp_path / "eval.json"
     assert main(["evaluate", "--gallery", str(built[0]), "--probes", str(probes), "--device", "cpu", "--no-progress",
@@ -237,8 +237,8 @@ def test_evaluate_gallery_rank_rates(built, probes, pipeline, tmp_path, capsys):
 def test_evaluate_masked_probes_matches_an_independent_masking(built, probes, pipeline,
                                                                                    tmp_path, capsys):
     from modelscope_facemask.faces.images import load_image
-    from modelscope_facemask.gallery import FaceGallery
-    from modelscope_facemask.masks import draw_masks
+    from modelscope_facemask.tools.gallery import FaceGallery
+    from modelscope_facemask.tools.masks import draw_masks
 
     result_file = tmp_path / "masked.json"
     assert main(["evaluate", "--gallery", str(built[0]), "--probes", str(probes), "--mask-probes", "--device",
@@ -270,9 +270,9 @@ def test_evaluate_usage_errors(built, probes, capsys):
 
 def test_build_from_parquet_face_rows_without_embedding_twice(built, enrolment, pipeline, model, tmp_path, capsys):
     """Face rows of every face (max_faces=None) -> the largest face per image; same contract as an image build."""
-    from modelscope_facemask.face_rows import face_rows, write_face_rows
-    from modelscope_facemask.gallery import FaceGallery
-    from modelscope_facemask.regress import run_metadata
+    from modelscope_facemask.tools.corpus.face_rows import face_rows, write_face_rows
+    from modelscope_facemask.tools.gallery import FaceGallery
+    from modelscope_facemask.tools.regress import run_metadata
 
     sources = sorted(str(p) for p in enrolment.rglob("*") if p.is_file())
     outputs = pipeline(sources, max_faces=None)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from modelscope_facemask.cli import main
-from modelscope_facemask.printable import printable, unsafe_characters
+from modelscope_facemask.support.printable import printable, unsafe_characters
 
 pytest.importorskip("faiss")
 pytest.importorskip("pyarrow")
@@ -58,7 +58,7 @@ def gallery_dir(tmp_path_factory, small_model_dir, photos) -> Path:
     """A gallery of the small model whose identities hold a newline, an ESC sequence and a bidi override (as an
     older version could enrol them: written through the library, which does not check names)."""
     from modelscope_facemask import FaceMaskPipeline
-    from modelscope_facemask.gallery import FaceGallery, GalleryModel
+    from modelscope_facemask.tools.gallery import FaceGallery, GalleryModel
 
     pipeline = FaceMaskPipeline(str(small_model_dir), device="cpu")
     sources = [str(photos["person_a_1"]), str(photos["person_b_1"])]
@@ -266,7 +266,7 @@ def test_embed_overwrite_replaces_an_existing_file_and_appends_to_its_own_rows_f
 
 def test_gallery_report_into_the_gallery_is_refused_and_the_gallery_stays_readable(tmp_path, photos, gallery_dir,
                                                                                    capsys):
-    from modelscope_facemask.gallery import FaceGallery
+    from modelscope_facemask.tools.gallery import FaceGallery
 
     gallery = Path(shutil.copytree(gallery_dir, tmp_path / "G"))
     more = tmp_path / "more" / "person_c"

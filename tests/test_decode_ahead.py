@@ -90,7 +90,7 @@ def test_decode_ahead_outputs_equal_the_plain_path_with_a_bad_item_in_the_middle
 
 
 def test_embed_sources_decodes_ahead_with_equal_outputs(pipe, portraits, mixed_images, monkeypatch) -> None:
-    from modelscope_facemask import embedding_runs
+    from modelscope_facemask.tools.corpus import embedding_runs
 
     sources = [str(portraits["person_a_1"]), str(mixed_images["corrupt"]), str(portraits["person_b_1"]),
                str(mixed_images["blank"]), str(portraits["impostor_1"])]

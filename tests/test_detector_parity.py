@@ -7,10 +7,10 @@ import torch
 from modelscope.models.cv.face_detection.retinaface.detection import RetinaFaceDetection
 from PIL import Image
 
-from modelscope_facemask.checkpoints import load_weights
+from modelscope_facemask.model_files.checkpoints import load_weights
 from modelscope_facemask.faces.detector import FaceDetector
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RetinaFace
-from modelscope_facemask.testing.synthetic_weights import smooth_images
+from modelscope_facemask.tools.demo.synthetic_weights import smooth_images
 
 from .reference_retinaface import build_reference_retinaface
 

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from modelscope_facemask.hub.probe import FACEMASK_MODEL_ID
+from modelscope_facemask.tools.hub.probe import FACEMASK_MODEL_ID
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment
-from modelscope_facemask.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
+from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SMALL_UNITS = (1, 2, 2, 1)  # a small IResNet of the same code (as in conftest)
@@ -50,7 +50,7 @@ PROBE_ALLOWANCE_S = 8.0
 @pytest.fixture(scope="module")
 def startup_s() -> float:
     """Seconds a fresh interpreter takes to import what the examples import before the probe (second of two runs)."""
-    code = "import modelscope_facemask.demo, modelscope_facemask.hub.probe"
+    code = "import modelscope_facemask.tools.demo, modelscope_facemask.tools.hub.probe"
     times = []
     for _ in range(2):
         start = time.perf_counter()

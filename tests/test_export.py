@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from modelscope_facemask import FaceMaskPipeline
-from modelscope_facemask.checkpoints import read_state_dict
+from modelscope_facemask.model_files.checkpoints import read_state_dict
 from modelscope_facemask.cli import main
 from modelscope_facemask.engines import export_cache
 from modelscope_facemask.engines.export_cache import cached_graph
@@ -252,7 +252,7 @@ def test_cached_graph_of_other_weights_is_exported_again(torch_nets, small_model
     """A cache entry holding another network's graph with its own valid manifest, under this network's name, is
     not used (its manifest names other source weights): it is exported again from these weights."""
     from modelscope_facemask.engines.export_cache import cache_key, weights_sha256
-    from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer
+    from modelscope_facemask.tools.demo.synthetic_weights import synthetic_recognizer
 
     recognizer = torch_nets[0]
     weights = sha256(small_model_dir / "pytorch_model.pt")

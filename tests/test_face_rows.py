@@ -14,7 +14,7 @@ import pytest
 from modelscope_facemask import FaceMaskPipeline
 from modelscope_facemask.cli import main
 from modelscope_facemask.errors import FaceRowsError
-from modelscope_facemask.face_rows import (METADATA_KEY, done_sources, drop_error_rows, face_rows, read_face_rows,
+from modelscope_facemask.tools.corpus.face_rows import (METADATA_KEY, done_sources, drop_error_rows, face_rows, read_face_rows,
                                            rows_metadata, write_face_rows, write_shard)
 
 from .regression.inputs import build_model

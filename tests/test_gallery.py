@@ -16,11 +16,11 @@ from modelscope_facemask.errors import (
     GalleryMismatchError,
     OutputFolderError,
 )
-from modelscope_facemask.gallery import FaceGallery, GalleryModel
-from modelscope_facemask.gallery.enrolment_sources import read_csv, read_folder_tree, read_source
-from modelscope_facemask.gallery.gallery_folder import (INDEX_FILE, MANIFEST_FILE, ROWS_FILE, data_folder,
+from modelscope_facemask.tools.gallery import FaceGallery, GalleryModel
+from modelscope_facemask.tools.gallery.enrolment_sources import read_csv, read_folder_tree, read_source
+from modelscope_facemask.tools.gallery.gallery_folder import (INDEX_FILE, MANIFEST_FILE, ROWS_FILE, data_folder,
                                                         read_manifest)
-from modelscope_facemask.gallery.writer_lock import LOCK_FILE
+from modelscope_facemask.tools.gallery.writer_lock import LOCK_FILE
 
 pytest.importorskip("faiss")
 pytest.importorskip("pyarrow")
@@ -174,7 +174,7 @@ def test_a_failed_write_leaves_the_old_gallery_intact(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("modelscope_facemask.gallery.gallery_folder._write_rows", crash)
+    monkeypatch.setattr("modelscope_facemask.tools.gallery.gallery_folder._write_rows", crash)
     with pytest.raises(OSError, match="disk full"):
         gallery.save(tmp_path / "g", replace=True)
     assert len(FaceGallery.load(tmp_path / "g")) == 6 and sorted(p.name for p in tmp_path.iterdir()) == ["g"]
@@ -281,7 +281,7 @@ def test_hnsw_gallery_finds_what_exact_search_finds_and_survives_removal_and_rel
 
 def test_mean_templates_summed_in_chunks_equal_brute_force(monkeypatch):
     """Chunks of 7 rows split identities across chunks; identities enrolled out of order."""
-    monkeypatch.setattr("modelscope_facemask.gallery.face_gallery._TEMPLATE_CHUNK", 7)
+    monkeypatch.setattr("modelscope_facemask.tools.gallery.face_gallery._TEMPLATE_CHUNK", 7)
     vectors, names, centres = _clustered(14, identities=6, per_identity=5)
     shuffle = np.random.default_rng(15).permutation(len(names))
     vectors, names = vectors[shuffle], [names[i] for i in shuffle]
@@ -297,7 +297,7 @@ def test_search_options_set_the_hnsw_breadth_and_the_search_method(capsys):
 
     from modelscope_facemask.cli import main
     from modelscope_facemask.cli.gallery import apply_search_options
-    from modelscope_facemask.gallery.vector_index import HNSW_EF_SEARCH, SEARCH_METHODS
+    from modelscope_facemask.tools.gallery.vector_index import HNSW_EF_SEARCH, SEARCH_METHODS
 
     def options(ef_search=None, search="faiss"):
         return argparse.Namespace(ef_search=ef_search, search=search)
@@ -440,7 +440,7 @@ def test_a_first_build_killed_before_its_manifest_is_completed_by_the_next_build
 
 def test_a_bad_lock_timeout_is_a_configuration_error(tmp_path, monkeypatch):
     from modelscope_facemask.errors import ConfigurationError
-    from modelscope_facemask.gallery.writer_lock import TIMEOUT_ENV
+    from modelscope_facemask.tools.gallery.writer_lock import TIMEOUT_ENV
 
     folder = _saved(tmp_path)
     for value in ("soon", "inf", "nan", "1e300", "-1"):  # inf and 1e300: OverflowError inside threading before
@@ -467,7 +467,7 @@ def test_enrolled_photos_are_compared_by_resolved_path(tmp_path, monkeypatch):
 def test_dot_dot_through_a_symbolic_link_names_the_file_the_system_opens(tmp_path, monkeypatch):
     """``top/link/../x.jpg`` with ``link -> ../real/sub`` opens ``real/x.jpg``; removing ``..`` as text named
     ``top/x.jpg`` (another file, or none), so the wrong photo was enrolled or compared."""
-    from modelscope_facemask.face_rows import source_keys, source_name
+    from modelscope_facemask.tools.corpus.face_rows import source_keys, source_name
 
     (tmp_path / "real" / "sub").mkdir(parents=True)
     (tmp_path / "real" / "x.jpg").write_bytes(b"real")

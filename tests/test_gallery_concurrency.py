@@ -19,9 +19,9 @@ import pytest
 
 from modelscope_facemask.cli import main
 from modelscope_facemask.errors import GalleryLockError
-from modelscope_facemask.gallery import FaceGallery
-from modelscope_facemask.gallery.gallery_folder import MANIFEST_FILE, read_manifest, writer_lock
-from modelscope_facemask.gallery.writer_lock import LOCK_FILE, TIMEOUT_ENV
+from modelscope_facemask.tools.gallery import FaceGallery
+from modelscope_facemask.tools.gallery.gallery_folder import MANIFEST_FILE, read_manifest, writer_lock
+from modelscope_facemask.tools.gallery.writer_lock import LOCK_FILE, TIMEOUT_ENV
 
 pytest.importorskip("faiss")
 pytest.importorskip("pyarrow")
@@ -36,7 +36,7 @@ WAIT_S = 120  # generous bound on every wait for a worker (never reached when th
 def _context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["modelscope_facemask.cli", "modelscope_facemask.cli.gallery",
-                                    "modelscope_facemask.gallery.face_gallery", "tests.test_gallery_concurrency"])
+                                    "modelscope_facemask.tools.gallery.face_gallery", "tests.test_gallery_concurrency"])
     return context
 
 
@@ -48,7 +48,7 @@ def context(monkeypatch):
 
 def _face_rows(path: Path, sources: list[str], seed: int) -> str:
     """Face rows (one face per image) of random unit embeddings, with the metadata of one fake model."""
-    from modelscope_facemask.face_rows import face_rows, write_face_rows
+    from modelscope_facemask.tools.corpus.face_rows import face_rows, write_face_rows
 
     rng = np.random.default_rng(seed)
     outputs = []
@@ -120,7 +120,7 @@ def _write_then_hang(gallery: str, inside) -> None:
     """Start rewriting the gallery and stop for ever halfway (the index written, the table not yet)."""
     import time
 
-    from modelscope_facemask.gallery import gallery_folder
+    from modelscope_facemask.tools.gallery import gallery_folder
 
     def hang(path, rows):
         inside.set()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from skimage.transform import SimilarityTransform
 
-from modelscope_facemask.checkpoints import load_weights
+from modelscope_facemask.model_files.checkpoints import load_weights
 from modelscope_facemask.faces.align import ARCFACE_TEMPLATE, warp_faces
 from modelscope_facemask.faces.anchors import prior_boxes
 from modelscope_facemask.faces.batched_postprocess import (

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from modelscope_facemask import FaceMaskPipeline
-from modelscope_facemask.checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS
+from modelscope_facemask.model_files.checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS
 from modelscope_facemask.cli import main
 from modelscope_facemask.errors import CheckpointError, HubDownloadError, MissingExtraError, ModelSourceError
-from modelscope_facemask.hub.huggingface import parse_hf_reference, remote_listing
-from modelscope_facemask.hub.manifest import MANIFEST_FILE, compare_remote, read_manifest
-from modelscope_facemask.hub.model_folders import hf_model_dir
+from modelscope_facemask.model_files.huggingface_download import parse_hf_reference
+from modelscope_facemask.tools.hub.huggingface import remote_listing
+from modelscope_facemask.model_files.manifest import MANIFEST_FILE, compare_remote, read_manifest
+from modelscope_facemask.model_files.model_folders import hf_model_dir
 from modelscope_facemask.testing.hf_hub_emulator import (HfHubEmulator, hf_environment, patch_hf_constants,
                                                          validate_card_metadata)
 
@@ -190,7 +191,7 @@ def test_weights_added_by_a_later_commit_are_refused(packed, emulator, hf_env, t
     the snapshot's listed files all match the manifest, but the file the loader would prefer is not listed."""
     from huggingface_hub import HfApi
 
-    from modelscope_facemask.checkpoints import read_state_dict, save_state_dict
+    from modelscope_facemask.model_files.checkpoints import read_state_dict, save_state_dict
 
     repo = "facemask-test/later-commit"
     api = HfApi(token=TOKEN)

@@ -12,7 +12,7 @@ import torch
 
 from modelscope_facemask.errors import ConfigurationError
 from modelscope_facemask.faces.detector import FaceDetector
-from modelscope_facemask.hub.repository_writers import facemask_configuration
+from modelscope_facemask.tools.hub.repository_writers import facemask_configuration
 from modelscope_facemask.modelscope_adapters.model import FaceMaskModel
 from modelscope_facemask.nets import iresnet, retinaface
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RESNET50_CONFIG, RetinaFaceConfig

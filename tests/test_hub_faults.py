@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import pytest
 import torch
 
-from modelscope_facemask.checkpoints import TORCH_WEIGHTS
+from modelscope_facemask.model_files.checkpoints import TORCH_WEIGHTS
 from modelscope_facemask.errors import CheckpointError, FaceMaskError, HubDownloadError, ModelSourceError
-from modelscope_facemask.hub.model_folders import local_model_dir
-from modelscope_facemask.hub.repository_writers import facemask_configuration, write_facemask_repo
+from modelscope_facemask.model_files.model_folders import local_model_dir
+from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_facemask_repo
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment, reset_hub_config
 
 from .conftest import SMALL_UNITS
@@ -145,7 +145,7 @@ def test_unknown_hub_id_through_pipeline_fails_fast(hub):
 
 
 def test_hub_failure_is_a_facemask_error_for_the_detector_too(hub, tmp_path, small_recognizer_state):
-    from modelscope_facemask.configuration import resolve_detector_dir
+    from modelscope_facemask.modelscope_adapters.configuration import resolve_detector_dir
 
     with pytest.raises(HubDownloadError, match=r"detector 'facemask-test/no-such-detector' does not exist"):
         resolve_detector_dir("facemask-test/no-such-detector")

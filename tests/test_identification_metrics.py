@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelscope_facemask.gallery.identification_metrics import (
+from modelscope_facemask.tools.gallery.identification_metrics import (
     identification_metrics,
     mate_rank,
     ranked_candidates,

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from modelscope_facemask.checkpoints import TORCH_WEIGHTS, SAFETENSORS_WEIGHTS, build_and_load, read_state_dict, \
+from modelscope_facemask.model_files.checkpoints import TORCH_WEIGHTS, SAFETENSORS_WEIGHTS, build_and_load, read_state_dict, \
     save_state_dict
-from modelscope_facemask.configuration import CONFIGURATION_FILE
+from modelscope_facemask.modelscope_adapters.configuration import CONFIGURATION_FILE
 from modelscope_facemask.errors import CheckpointError
 from modelscope_facemask.faces.detector import FaceDetector
 from modelscope_facemask.modelscope_adapters.model import FaceMaskModel

@@ -1,4 +1,4 @@
-"""The synthetic face-mask renderer (``modelscope_facemask.masks``) and ``facemask annotate --mask``.
+"""The synthetic face-mask renderer (``modelscope_facemask.tools.masks``) and ``facemask annotate --mask``.
 
 Landmarks come from the real mobilenet0.25 RetinaFace on the licensed portraits (upright and rotated by +-30 degrees);
 coverage is checked with OpenCV's ``pointPolygonTest`` on the polygon and on the output pixels against the input.
@@ -17,7 +17,7 @@ from modelscope_facemask.cli import main
 from modelscope_facemask.errors import AlignmentError, ConfigurationError, ImageLoadError
 from modelscope_facemask.faces.detector import FaceDetector
 from modelscope_facemask.faces.images import load_image
-from modelscope_facemask.masks import COLORS, draw_masks, mask_polygon, mask_style
+from modelscope_facemask.tools.masks import COLORS, draw_masks, mask_polygon, mask_style
 
 SEEDS = range(6)
 
@@ -107,7 +107,7 @@ def test_output_is_identical_across_runs_and_processes(faces):
     label, image, points = faces[0]
     first = draw_masks(image, points[None], seed=7)
     assert draw_masks(image, points[None], seed=7).tobytes() == first.tobytes()
-    script = ("import sys, hashlib, numpy as np\nfrom modelscope_facemask.masks import draw_masks\n"
+    script = ("import sys, hashlib, numpy as np\nfrom modelscope_facemask.tools.masks import draw_masks\n"
               "image = np.frombuffer(sys.stdin.buffer.read(), np.uint8).reshape(%r)\n"
               "points = np.array(%r)\n"
               "print(hashlib.sha256(draw_masks(image, points[None], seed=7).tobytes()).hexdigest())\n"

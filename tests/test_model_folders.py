@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from modelscope_facemask.modelscope_adapters.builder_guards import check_local_configuration
-from modelscope_facemask.configuration import read_configuration, resolve_detector_dir
+from modelscope_facemask.modelscope_adapters.configuration import read_configuration, resolve_detector_dir
 from modelscope_facemask.errors import ConfigurationError, ModelSourceError
-from modelscope_facemask.hub.model_folders import is_hub_id, local_model_dir
-from modelscope_facemask.hub.repository_writers import OFFICIAL_MINIMAL_CONFIGURATION, write_json
+from modelscope_facemask.model_files.model_folders import is_hub_id, local_model_dir
+from modelscope_facemask.tools.hub.repository_writers import OFFICIAL_MINIMAL_CONFIGURATION, write_json
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment, reset_hub_config
 
 OFFICIAL = json.dumps(OFFICIAL_MINIMAL_CONFIGURATION)
@@ -228,7 +228,7 @@ def test_escaping_detector_is_refused_when_the_configuration_is_read(tmp_path):
 @pytest.fixture
 def listed_copy(tmp_path, small_model_dir) -> Path:
     """A copy of the small model with a manifest.json listing its files, as `facemask pack` writes one."""
-    from modelscope_facemask.hub.manifest import write_manifest
+    from modelscope_facemask.model_files.manifest import write_manifest
 
     folder = tmp_path / "listed"
     shutil.copytree(small_model_dir, folder)
@@ -241,7 +241,7 @@ def test_weights_the_manifest_does_not_list_are_never_loaded(listed_copy, networ
     """A model.safetensors added beside the listed pytorch_model.pt (the loader prefers safetensors) is refused,
     naming the file and the fix, instead of being loaded unchecked."""
     from modelscope_facemask import FaceMaskPipeline
-    from modelscope_facemask.checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS, read_state_dict, save_state_dict
+    from modelscope_facemask.model_files.checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS, read_state_dict, save_state_dict
     from modelscope_facemask.errors import CheckpointError
 
     folder = listed_copy / ("detector" if network == "detector" else "")
@@ -258,7 +258,7 @@ def test_detector_folder_the_manifest_does_not_list_is_refused(listed_copy):
     """A detector folder added to a packed repository after packing: its configuration.json is read first."""
     from modelscope_facemask import FaceMaskPipeline
     from modelscope_facemask.errors import CheckpointError
-    from modelscope_facemask.hub.manifest import write_manifest
+    from modelscope_facemask.model_files.manifest import write_manifest
 
     shutil.move(listed_copy / "detector", listed_copy.parent / "detector")
     write_manifest(listed_copy)  # lists the recognizer only

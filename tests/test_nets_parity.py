@@ -8,11 +8,11 @@ from torch import nn
 
 from modelscope.models.cv.face_recognition.torchkit.backbone import facemask_backbone as ref_backbone
 
-from modelscope_facemask.checkpoints import load_weights
+from modelscope_facemask.model_files.checkpoints import load_weights
 from modelscope_facemask.faces.recognizer import FaceRecognizer
 from modelscope_facemask.nets.iresnet import IResNet, iresnet286
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RESNET50_CONFIG, RetinaFace
-from modelscope_facemask.testing.synthetic_weights import smooth_images, synthetic_retinaface
+from modelscope_facemask.tools.demo.synthetic_weights import smooth_images, synthetic_retinaface
 
 from .conftest import SMALL_UNITS
 from .reference_models import reference_embedding, reference_iresnet
@@ -40,7 +40,7 @@ def test_full_recognizer_embeddings_match_reference(full_recognizer_state):
 
 @pytest.mark.parametrize("units", [SMALL_UNITS, (2, 1, 3, 1)])
 def test_small_recognizer_matches_reference(units, small_recognizer_state):
-    from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer
+    from modelscope_facemask.tools.demo.synthetic_weights import synthetic_recognizer
 
     state = small_recognizer_state if tuple(units) == SMALL_UNITS else synthetic_recognizer(units, seed=3).state_dict()
     ref = reference_iresnet(units, state)

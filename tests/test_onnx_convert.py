@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from modelscope_facemask import assets
+from modelscope_facemask.model_files import assets
 from modelscope_facemask.errors import CheckpointError
-from modelscope_facemask.onnx_convert import expected_mobilenet_shapes, retinaface_state_dict_from_onnx
+from modelscope_facemask.model_files.onnx_convert import expected_mobilenet_shapes, retinaface_state_dict_from_onnx
 
 from .conftest import asset_or_skip
 from .reference_retinaface import build_reference_retinaface

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from modelscope_facemask import FaceMaskPipeline
-from modelscope_facemask.checkpoints import load_weights
+from modelscope_facemask.model_files.checkpoints import load_weights
 from modelscope_facemask.errors import BatchOutOfMemoryError, FaceMaskError
 from modelscope_facemask.faces.detector import FaceDetector
 from modelscope_facemask.faces.images import load_image

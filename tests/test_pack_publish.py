@@ -17,15 +17,15 @@ import torch
 import yaml
 
 from modelscope_facemask import FaceMaskPipeline
-from modelscope_facemask.checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS, read_state_dict
+from modelscope_facemask.model_files.checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS, read_state_dict
 from modelscope_facemask.cli import main
 from modelscope_facemask.errors import CheckpointError
-from modelscope_facemask.evaluate import evaluate_similarities
-from modelscope_facemask.hub.manifest import MANIFEST_FILE, file_sha256, read_manifest, replacement_problem, write_manifest
-from modelscope_facemask.hub.model_card import read_front_matter
-from modelscope_facemask.hub.publish import compare_remote, upload_plan
+from modelscope_facemask.tools.evaluate import evaluate_similarities
+from modelscope_facemask.model_files.manifest import MANIFEST_FILE, file_sha256, read_manifest, replacement_problem, write_manifest
+from modelscope_facemask.tools.hub.model_card import read_front_matter
+from modelscope_facemask.tools.hub.publish import compare_remote, upload_plan
 from modelscope_facemask.testing.hub_emulator import reset_hub_config
-from modelscope_facemask.hub.token_scrubbing import scrub_token, token_forms
+from modelscope_facemask.tools.hub.token_scrubbing import scrub_token, token_forms
 
 from .regression.inputs import build_model
 from .test_hub_emulator import TOKEN, hub  # noqa: F401  (the token-protected emulator fixture)
@@ -124,7 +124,7 @@ def test_manifest_is_checked_for_a_relative_model_path(packed, tmp_path, monkeyp
 
 
 def test_pack_puts_a_given_detector_inside(tmp_path, small_recognizer_state, mobilenet_detector_dir, photo_list):
-    from modelscope_facemask.hub.repository_writers import facemask_configuration, write_facemask_repo
+    from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_facemask_repo
 
     source = write_facemask_repo(tmp_path / "source", small_recognizer_state,  # the detector named by hub id
                                  facemask_configuration(units=(1, 2, 2, 1)))
@@ -231,7 +231,7 @@ def test_pack_force_refuses_a_changed_output(model_dir, tmp_path, name, capsys):
 
 
 def test_pack_force_replaces_an_unchanged_output_atomically(model_dir, packed, tmp_path, monkeypatch, capsys):
-    import modelscope_facemask.hub.pack as pack
+    import modelscope_facemask.tools.hub.pack as pack
 
     out = tmp_path / "repo"
     shutil.copytree(packed, out)

@@ -23,8 +23,8 @@ from modelscope_facemask import FaceMaskModel, FaceMaskPipeline, FaceMaskPreproc
 from modelscope_facemask.errors import ConfigurationError, DeviceError, ImageLoadError
 from modelscope_facemask.faces.images import load_image
 from modelscope_facemask.metainfo import Models, Pipelines, Preprocessors
-from modelscope_facemask.hub.repository_writers import facemask_configuration
-from modelscope_facemask.testing.synthetic_weights import smooth_images
+from modelscope_facemask.tools.hub.repository_writers import facemask_configuration
+from modelscope_facemask.tools.demo.synthetic_weights import smooth_images
 
 from .conftest import SMALL_UNITS
 from .reference_models import reference_face_embeddings, reference_iresnet
@@ -272,7 +272,7 @@ def test_long_lists_run_in_chunks_with_the_same_results(pipe, portraits, monkeyp
                                                  ({"min_face_size": "ten"}, "min_face_size"),
                                                  ({"max_faces": 0}, "max_faces")])
 def test_invalid_configuration_values(preprocessor, match):
-    from modelscope_facemask.configuration import facemask_settings
+    from modelscope_facemask.modelscope_adapters.configuration import facemask_settings
 
     with pytest.raises(ConfigurationError, match=match):
         facemask_settings({"preprocessor": preprocessor})
@@ -288,7 +288,7 @@ def test_invalid_retinaface_levels():
 
 
 def test_negative_cuda_index_is_a_device_error():
-    from modelscope_facemask.devices import resolve_device
+    from modelscope_facemask.engines.devices import resolve_device
 
     with pytest.raises(DeviceError):
         resolve_device("cuda:-1")

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from modelscope_facemask import FaceMaskPipeline, FaceMaskPreprocessor
-from modelscope_facemask import precision as precision_module
-from modelscope_facemask.checkpoints import load_weights
+from modelscope_facemask.engines import precision as precision_module
+from modelscope_facemask.model_files.checkpoints import load_weights
 from modelscope_facemask.cli import main
 from modelscope_facemask.cli.common import open_pipeline, open_preprocessor
 from modelscope_facemask.cli.env import collect
-from modelscope_facemask.configuration import facemask_settings, read_configuration
+from modelscope_facemask.modelscope_adapters.configuration import facemask_settings, read_configuration
 from modelscope_facemask.errors import ConfigurationError
 from modelscope_facemask.faces.detector import FaceDetector
 from modelscope_facemask.faces.recognizer import FaceRecognizer, crops_to_tensor, l2_normalise

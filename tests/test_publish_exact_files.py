@@ -19,8 +19,8 @@ from typing import Callable
 import pytest
 
 from modelscope_facemask.cli import main
-from modelscope_facemask.hub.manifest import MANIFEST_FILE, file_sha256, read_manifest
-from modelscope_facemask.hub.publish import PublishError, staged_upload, upload_plan
+from modelscope_facemask.model_files.manifest import MANIFEST_FILE, file_sha256, read_manifest
+from modelscope_facemask.tools.hub.publish import PublishError, staged_upload, upload_plan
 from modelscope_facemask.testing.hf_hub_emulator import HfHubEmulator, hf_environment, patch_hf_constants
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment, reset_hub_config
 

@@ -14,7 +14,7 @@ import ray
 import torch
 
 from modelscope_facemask.cli import main
-from modelscope_facemask.face_rows import read_face_rows, rows_metadata
+from modelscope_facemask.tools.corpus.face_rows import read_face_rows, rows_metadata
 
 from .regression.inputs import build_model
 
@@ -113,7 +113,7 @@ def test_ray_rows_equal_single_process_and_resume_skips_done(local_ray, model_di
 
 
 def test_summary_of_a_run_with_nothing_left_does_not_claim_workers():
-    from modelscope_facemask.ray_embed import RayEmbedSummary
+    from modelscope_facemask.tools.corpus.ray_embed import RayEmbedSummary
 
     assert RayEmbedSummary(skipped=7, workers=2).line("rows") == (
         "0 image(s) embedded, 7 already in 'rows' skipped; nothing to do (Ray not started)")

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelscope_facemask.checkpoints import TORCH_WEIGHTS, read_state_dict, save_state_dict
+from modelscope_facemask.model_files.checkpoints import TORCH_WEIGHTS, read_state_dict, save_state_dict
 from modelscope_facemask.cli import main
-from modelscope_facemask.hub.manifest import file_sha256
-from modelscope_facemask.regress import (
+from modelscope_facemask.model_files.manifest import file_sha256
+from modelscope_facemask.tools.regress import (
     CROSS_DEVICE,
     SAME_DEVICE,
     ReferenceError,

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from modelscope_facemask.cli import main
-from modelscope_facemask.face_rows import face_rows, read_face_rows, rows_metadata, write_shard
+from modelscope_facemask.tools.corpus.face_rows import face_rows, read_face_rows, rows_metadata, write_shard
 
 pytest.importorskip("faiss")
 
@@ -92,7 +92,7 @@ def _one_face(table, source: str) -> dict:
 
 PAUSED_EMBED = """
 import pathlib, sys, time
-import modelscope_facemask.face_rows as face_rows
+import modelscope_facemask.tools.corpus.face_rows as face_rows
 ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 write_shard = face_rows.write_shard
 def paused(table, folder):  # the run has read the folder and embedded its first shard: hold it there
@@ -145,7 +145,7 @@ def _csv(path: Path, lines: list[tuple[str, str]]) -> Path:
 
 
 def test_a_photo_listed_twice_in_a_csv_is_enrolled_once_or_refused(model, photos, tmp_path, capsys):
-    from modelscope_facemask.gallery import FaceGallery
+    from modelscope_facemask.tools.gallery import FaceGallery
 
     alice, bob = photos / "alice" / "person_a_1.jpg", photos / "bob" / "person_b_1.jpg"
     twice = _csv(photos.parent / "twice.csv", [("enrol/alice/person_a_1.jpg", "alice"),
@@ -187,7 +187,7 @@ def test_ray_checks_the_model_before_nothing_to_do_and_before_retry_errors(model
 
 def test_rows_and_their_gallery_record_the_model_folder_as_an_absolute_path(small_model_dir, photos, tmp_path,
                                                                             monkeypatch, capsys):
-    from modelscope_facemask.gallery import FaceGallery
+    from modelscope_facemask.tools.gallery import FaceGallery
 
     monkeypatch.chdir(small_model_dir.parent)
     rows = tmp_path / "rows"

@@ -20,7 +20,7 @@ import pytest
 from modelscope_facemask.faces.images import load_image
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment
-from modelscope_facemask.hub.repository_writers import (
+from modelscope_facemask.tools.hub.repository_writers import (
     facemask_configuration,
     write_detector_repo,
     write_facemask_repo,

@@ -13,9 +13,9 @@ import pytest
 faiss = pytest.importorskip("faiss")
 
 from modelscope_facemask.errors import IndexFileError, MissingExtraError, VectorInputError  # noqa: E402
-from modelscope_facemask.extras import require  # noqa: E402
-from modelscope_facemask.gallery import vector_index  # noqa: E402
-from modelscope_facemask.gallery.vector_index import EXACT_MAX_VECTORS, INDEX_KINDS, VectorIndex  # noqa: E402
+from modelscope_facemask.support.extras import require  # noqa: E402
+from modelscope_facemask.tools.gallery import vector_index  # noqa: E402
+from modelscope_facemask.tools.gallery.vector_index import EXACT_MAX_VECTORS, INDEX_KINDS, VectorIndex  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("exact", "hnsw")
@@ -187,7 +187,7 @@ def test_bf16_search_method_is_checked_and_warns_without_bf16_hardware(data, mon
     with pytest.raises(VectorInputError, match=r"search method 'fp16' is not one of faiss, bf16"):
         index.search_method = "fp16"
     assert index.search_method == "faiss"
-    monkeypatch.setattr("modelscope_facemask.precision.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("modelscope_facemask.engines.precision.cpu_has_bf16", lambda: False)
     with caplog.at_level("WARNING", logger=vector_index.__name__):
         index.search_method = "bf16"
     assert "without bf16 hardware" in caplog.text and "'faiss'" in caplog.text

@@ -40,7 +40,7 @@ class _PrintableFormatter(logging.Formatter):
     line); tracebacks attached to a record are left as they are."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        from ..printable import printable
+        from ..support.printable import printable
 
         return printable(super().formatMessage(record))
 
@@ -48,7 +48,7 @@ class _PrintableFormatter(logging.Formatter):
 @contextlib.contextmanager
 def _logging(verbose: bool) -> Iterator[None]:
     """Our warnings as ``facemask: WARNING: ...`` on stderr; ModelScope's INFO chatter only with ``-v``."""
-    from ..log import LOGGER_NAME
+    from ..support.log import LOGGER_NAME
 
     ours = logging.getLogger(LOGGER_NAME)
     # ModelScope's own logger, and its hub client's (a separate top-level logger at INFO, with its own handler)
@@ -74,7 +74,7 @@ def _logging(verbose: bool) -> Iterator[None]:
 def _one_line(text: str, limit: int = 600) -> str:
     """``text`` on one line (whitespace runs collapsed, other control characters escaped), cut to ``limit``
     characters."""
-    from ..printable import printable
+    from ..support.printable import printable
 
     text = printable(" ".join(str(text).split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     its type and message on one line and exits 2 (the traceback only with ``-v``). The hub token is masked in
     everything the command prints.
     """
-    from ..hub.token_scrubbing import scrubbed_output
+    from ..tools.hub.token_scrubbing import scrubbed_output
 
     with scrubbed_output():
         parser = build_parser()

@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from ..printable import printable
+from ..support.printable import printable
 from .common import KEEP, UsageError, add_command, add_model_options, expand_inputs, open_preprocessor
 from .output_paths import add_overwrite_option, check_output_file
 
@@ -56,9 +56,9 @@ def _check_outputs(args: argparse.Namespace, paths: list[Path]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..annotate import annotate_image, masked_path
+    from ..tools.annotate import annotate_image, masked_path
 
-    from ..drawing import can_write_image
+    from ..tools.drawing import can_write_image
 
     if args.mask_seed is not None and not args.mask:
         raise UsageError("--mask-seed chooses the mask variant: add --mask")

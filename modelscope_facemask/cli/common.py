@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..embedding_runs import KEEP, embed_sources
-from ..face_rows import is_url
+from ..tools.corpus.embedding_runs import KEEP, embed_sources
+from ..tools.corpus.face_rows import is_url
 from ..faces.images import IMAGE_SUFFIXES, image_paths_under
-from ..hub.probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
-from ..json_output import json_text, write_json  # noqa: F401  (re-exported for the subcommands)
+from ..tools.hub.probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
+from ..support.argument_types import positive_seconds  # noqa: F401  (re-exported for the subcommands)
+from ..support.json_output import json_text, write_json  # noqa: F401  (re-exported for the subcommands)
 
 
 class UsageError(Exception):
@@ -72,8 +73,8 @@ def resolve_model_dir(model: str, what: str = "model") -> str:
     cache is used, otherwise the error says what to do (instead of ModelScope's ~35 s of retries).
     """
     from ..errors import ModelSourceError
-    from ..hub.probe import hub_problem
-    from ..hub.model_folders import hf_model_dir, is_hub_id, local_model_dir
+    from ..tools.hub.probe import hub_problem
+    from ..model_files.model_folders import hf_model_dir, is_hub_id, local_model_dir
 
     if model.startswith("hf://"):  # a Hugging Face Hub repository, verified against its manifest.json
         try:
@@ -104,7 +105,7 @@ def resolve_model_dir(model: str, what: str = "model") -> str:
 def resolve_detector(args: argparse.Namespace, model_dir: str) -> str | None:
     """The detector folder to pass on: ``--detector`` or the configuration's, inside the model folder, a local
     folder, or a hub id (fetched now, so that hub problems are reported like the model's)."""
-    from ..configuration import facemask_settings, read_configuration, resolve_detector_dir
+    from ..modelscope_adapters.configuration import facemask_settings, read_configuration, resolve_detector_dir
 
     settings = facemask_settings(read_configuration(model_dir))
     if not settings.use_det and args.detector is None:
@@ -129,7 +130,7 @@ def open_pipeline(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any:
 
 def untrained_warning(pipeline: Any) -> None:
     """Say so when the model declares untrained weights (its similarities are meaningless)."""
-    from ..hub.model_card import says_untrained
+    from ..tools.hub.model_card import says_untrained
 
     if says_untrained(pipeline.model.model_dir):
         print("facemask: note: this model declares UNTRAINED weights: its similarities and decisions mean nothing",
@@ -180,7 +181,7 @@ def expand_inputs(items: Iterable[str]) -> tuple[list[str], bool]:
 def run_images(pipeline: Any, sources: Sequence[str], *, max_faces: Any = KEEP, batch_size: int = 16,
                progress: bool = False) -> list[dict[str, Any]]:
     """The pipeline's outputs for ``sources``, ``batch_size`` images at a time (bounded memory), with a progress bar:
-    :func:`modelscope_facemask.embedding_runs.embed_sources`, the loop the library and the Ray actors share."""
+    :func:`modelscope_facemask.tools.corpus.embedding_runs.embed_sources`, the loop the library and the Ray actors share."""
     return embed_sources(pipeline, sources, max_faces=max_faces, batch_size=batch_size, progress=progress)
 
 
@@ -215,17 +216,6 @@ def similarity_threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number in [-1, 1], got {text!r}") from None
     if not -1.0 <= value <= 1.0:  # also false for NaN
         raise argparse.ArgumentTypeError(f"must be a number in [-1, 1] (cosine similarity), got {text!r}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    """A finite number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
     return value
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..printable import printable
+from ..support.printable import printable
 from .common import (UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
                      similarity_threshold, untrained_warning)
 

@@ -1,4 +1,4 @@
-"""``facemask demo``: the offline demo (``modelscope_facemask.demo.run_demo``)."""
+"""``facemask demo``: the offline demo (``modelscope_facemask.tools.demo.run_demo``)."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import DEFAULT_OUT_DIR, run_demo
+    from ..tools.demo import DEFAULT_OUT_DIR, run_demo
 
     out = check_output_parent(args.out or DEFAULT_OUT_DIR, "--out")
     return int(run_demo(out, hub_timeout=args.hub_timeout))

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..printable import printable
+from ..support.printable import printable
 from .common import (KEEP, UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
                      positive_int, resolve_detector, resolve_model_dir, run_images)
 from .output_paths import add_overwrite_option, check_not_an_input, check_output_file, check_output_folder
@@ -60,7 +60,7 @@ def register(commands: Any) -> None:
 
 
 def _flatten(sources: Sequence[str], outputs: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-    from ..regress import stack_outputs
+    from ..tools.regress import stack_outputs
 
     stacked = stack_outputs(outputs)
     counts = stacked.pop("face_counts")
@@ -108,7 +108,7 @@ def _out_kind(out: str | None) -> str:
 def _check_options(args: argparse.Namespace, kind: str) -> None:
     """Usage errors before any model loads."""
     from ..errors import FaceRowsError
-    from ..face_rows import shard_files
+    from ..tools.corpus.face_rows import shard_files
 
     if args.ray_address:
         args.ray = True
@@ -129,8 +129,8 @@ def _check_options(args: argparse.Namespace, kind: str) -> None:
 
 
 def _run_metadata(args: argparse.Namespace, pipeline: Any, max_faces: Any) -> dict[str, Any]:
-    from ..embedding_runs import recorded_model
-    from ..regress import run_metadata
+    from ..tools.corpus.embedding_runs import recorded_model
+    from ..tools.regress import run_metadata
 
     return {"model": recorded_model(args.model), **run_metadata(pipeline, pipeline.preprocessor.settings.max_faces
                                                                 if max_faces is KEEP else max_faces)}
@@ -147,8 +147,8 @@ def _default_workers(args: argparse.Namespace) -> int:
 
 def _run_ray(args: argparse.Namespace, sources: list[str], max_faces: Any) -> int:
     from ..errors import FaceRowsError
-    from ..extras import require
-    from ..ray_embed import MODEL_MAX_FACES, EmbedSpec, embed_with_ray
+    from ..support.extras import require
+    from ..tools.corpus.ray_embed import MODEL_MAX_FACES, EmbedSpec, embed_with_ray
 
     require("ray", "ray", "facemask embed --ray")
     model_dir = resolve_model_dir(args.model)  # downloads and hub errors here, once, not in every actor
@@ -179,7 +179,7 @@ def _run_folder(args: argparse.Namespace, pipeline: Any, sources: list[str], max
     """Single-process face rows into a resumable folder of shards (the same rows as --ray): the folder's write lock
     is held for the run; the model check comes before anything changes."""
     from ..errors import FaceRowsError
-    from ..rows_lock import holding_rows_folder
+    from ..tools.corpus.rows_lock import holding_rows_folder
 
     try:
         with holding_rows_folder(args.out):
@@ -194,7 +194,7 @@ def _run_folder_locked(args: argparse.Namespace, pipeline: Any, sources: list[st
 
     from tqdm import tqdm
 
-    from ..face_rows import (check_folder_run, count_images, done_sources, drop_error_rows, face_rows,
+    from ..tools.corpus.face_rows import (check_folder_run, count_images, done_sources, drop_error_rows, face_rows,
                              pending_sources, unique_sources, write_shard)
 
     started = time.perf_counter()
@@ -221,7 +221,7 @@ def _run_folder_locked(args: argparse.Namespace, pipeline: Any, sources: list[st
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..atomic_files import write_text_atomic, writing_file
+    from ..support.atomic_files import write_text_atomic, writing_file
 
     out = args.out
     kind = _out_kind(out)
@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             write_text_atomic(out, lines)
     elif kind == "parquet":
-        from ..face_rows import face_rows, write_face_rows
+        from ..tools.corpus.face_rows import face_rows, write_face_rows
 
         write_face_rows(face_rows(sources, outputs, metadata=_run_metadata(args, pipeline, max_faces)), out)
     else:

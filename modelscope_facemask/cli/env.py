@@ -29,12 +29,12 @@ def collect(device: str, check_hub: bool, precision: str = "fp32") -> dict[str, 
     """Everything ``env`` reports."""
     import torch
 
-    from ..devices import resolve_device
+    from ..engines.devices import resolve_device
     from ..engines import installed_engines
     from ..errors import ConfigurationError
-    from ..precision import check_precision_on_device, cpu_has_bf16, precision_dtype
-    from ..hub.probe import hub_reachable, resolve_endpoint
-    from ..regress import package_versions, runtime_precision
+    from ..engines.precision import check_precision_on_device, cpu_has_bf16, precision_dtype
+    from ..tools.hub.probe import hub_reachable, resolve_endpoint
+    from ..tools.regress import package_versions, runtime_precision
 
     used = resolve_device(device)
     cuda = torch.cuda.is_available()

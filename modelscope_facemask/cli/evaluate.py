@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..printable import printable
+from ..support.printable import printable
 from .common import (DEFAULT_MODEL, UsageError, add_command, add_model_options, expand_inputs, open_pipeline,
                      positive_int, run_images, untrained_warning, write_json)
 from .output_paths import add_overwrite_option, check_distinct, check_not_an_input, check_output_file
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_pairs(args: argparse.Namespace) -> int:
-    from ..evaluate import PairsFileError, evaluate_similarities, plot_formats, plot_roc, read_pairs, roc_curve
+    from ..tools.evaluate import PairsFileError, evaluate_similarities, plot_formats, plot_roc, read_pairs, roc_curve
 
     args.model = args.model or DEFAULT_MODEL
     if args.plot:
@@ -139,8 +139,8 @@ def run_pairs(args: argparse.Namespace) -> int:
 def _probe_embeddings(args: argparse.Namespace, gallery: Any) -> tuple[Any, list[str]]:
     """(embedded probes, identity of every probe problem), checked against the gallery's model."""
     from ..errors import EnrolmentSourceError
-    from ..gallery.enrolment_sources import LabelledImages, embed_images, identity_of_source, read_source
-    from ..gallery.face_gallery import GalleryModel
+    from ..tools.gallery.enrolment_sources import LabelledImages, embed_images, identity_of_source, read_source
+    from ..tools.gallery.face_gallery import GalleryModel
 
     try:
         found = read_source(args.probes)
@@ -166,8 +166,8 @@ def _probe_embeddings(args: argparse.Namespace, gallery: Any) -> tuple[Any, list
 
 
 def run_identification(args: argparse.Namespace) -> int:
-    from ..gallery.face_gallery import FaceGallery
-    from ..gallery.identification_metrics import RANKS, identification_metrics
+    from ..tools.gallery.face_gallery import FaceGallery
+    from ..tools.gallery.identification_metrics import RANKS, identification_metrics
 
     if args.pairs is not None:
         raise UsageError("--pairs (1:1) and --gallery/--probes (1:N) are separate evaluations: run them one at a time")

@@ -5,7 +5,7 @@ import argparse
 import os
 from typing import Any
 
-from ..printable import printable
+from ..support.printable import printable
 from .common import add_command, check_output_parent, resolve_detector, resolve_model_dir
 from .output_paths import check_output_folder
 

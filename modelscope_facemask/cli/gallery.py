@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..printable import check_identity_names, printable
+from ..support.printable import check_identity_names, printable
 from .common import DEFAULT_MODEL, UsageError, add_command, add_model_options, json_text, open_pipeline, positive_int
 from .output_paths import add_overwrite_option, check_output_file, check_output_folder
 
@@ -129,7 +129,7 @@ def apply_search_options(gallery: Any, args: argparse.Namespace) -> None:
 def enrol(args: argparse.Namespace, source: str, model: str) -> Any:
     """The embedded faces of ``source`` (images are embedded with ``--model``; face rows are read as they are)."""
     from ..errors import EnrolmentSourceError
-    from ..gallery.enrolment_sources import LabelledImages, embed_images, read_source
+    from ..tools.gallery.enrolment_sources import LabelledImages, embed_images, read_source
     from .common import untrained_warning
 
     try:
@@ -157,7 +157,7 @@ def _report(problems: list[tuple[str, str]]) -> None:
 def _write_report(args: argparse.Namespace, gallery_path: str, gallery: Any, enrolled: int,
                   problems: list[tuple[str, str]], skipped_duplicates: int = 0) -> None:
     if args.json:
-        from ..json_output import write_json
+        from ..support.json_output import write_json
 
         write_json(args.json, {"gallery": str(gallery_path), "enrolled_images": enrolled,
                                "already_enrolled": skipped_duplicates,
@@ -179,9 +179,9 @@ def _check_report(args: argparse.Namespace, gallery: str) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..gallery.face_gallery import FaceGallery, GalleryModel
-    from ..gallery.gallery_folder import folder_state
-    from ..gallery.vector_index import INDEX_KINDS
+    from ..tools.gallery.face_gallery import FaceGallery, GalleryModel
+    from ..tools.gallery.gallery_folder import folder_state
+    from ..tools.gallery.vector_index import INDEX_KINDS
 
     if args.index not in INDEX_KINDS:
         raise UsageError(f"--index {args.index!r}: choose one of {', '.join(INDEX_KINDS)}")
@@ -211,8 +211,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from ..gallery.face_gallery import FaceGallery, GalleryModel
-    from ..gallery.gallery_folder import writer_lock
+    from ..tools.gallery.face_gallery import FaceGallery, GalleryModel
+    from ..tools.gallery.gallery_folder import writer_lock
 
     gallery = FaceGallery.load(args.gallery)  # a bad gallery fails before the model loads
     _check_report(args, args.gallery)
@@ -241,8 +241,8 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    from ..gallery.face_gallery import FaceGallery
-    from ..gallery.gallery_folder import writer_lock
+    from ..tools.gallery.face_gallery import FaceGallery
+    from ..tools.gallery.gallery_folder import writer_lock
 
     with writer_lock(args.gallery):  # load-remove-save as one step: a concurrent writer's changes are kept
         gallery = FaceGallery.load(args.gallery)
@@ -256,7 +256,7 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..gallery.face_gallery import FaceGallery
+    from ..tools.gallery.face_gallery import FaceGallery
 
     gallery = FaceGallery.load(args.gallery)  # verifies every file against the manifest
     manifest = gallery.stored.to_json()  # the manifest of the generation read, even while a writer switches it

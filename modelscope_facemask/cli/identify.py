@@ -7,14 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from ..printable import printable
+from ..support.printable import printable
 from .common import (UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
                      positive_int, similarity_threshold, untrained_warning)
 from .gallery import add_search_options, apply_search_options, model_default
 
 
 def _description() -> str:
-    from ..gallery.face_gallery import DEFAULT_THRESHOLD
+    from ..tools.gallery.face_gallery import DEFAULT_THRESHOLD
 
     return f"""Identify every face in images, folders (recursive) and http(s) URLs against gallery G (1:N).
 
@@ -49,8 +49,8 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..embedding_runs import embed_sources
-    from ..gallery.face_gallery import DEFAULT_THRESHOLD, FaceGallery, GalleryModel
+    from ..tools.corpus.embedding_runs import embed_sources
+    from ..tools.gallery.face_gallery import DEFAULT_THRESHOLD, FaceGallery, GalleryModel
 
     sources, folders = expand_inputs(args.inputs)
     gallery = FaceGallery.load(args.gallery)  # a bad gallery fails before the model loads

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..errors import OutputPathError
-from ..face_rows import is_url
+from ..tools.corpus.face_rows import is_url
 from .common import check_output_file as check_writable_file, check_output_parent
 
 #: what ``folders`` maps to: a folder and how to name it in the message ("the gallery being written")
@@ -61,8 +61,8 @@ def enclosing_store(path: str | os.PathLike) -> tuple[Path, str] | None:
     """(folder, what) when ``path`` lies inside a FaceMask gallery (at any depth) or directly inside a face-rows
     folder of ``facemask embed --out DIR``: folders whose files this package checks, so a stranger file breaks them."""
     from ..errors import FaceRowsError
-    from ..face_rows import shard_files
-    from ..gallery.gallery_folder import MANIFEST_FILE, is_gallery_folder
+    from ..tools.corpus.face_rows import shard_files
+    from ..tools.gallery.gallery_folder import MANIFEST_FILE, is_gallery_folder
 
     resolved = Path(os.path.realpath(path))
     for ancestor in resolved.parents:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..printable import printable
+from ..support.printable import printable
 from .common import add_command, check_output_parent, resolve_model_dir
 from .output_paths import check_output_folder
 
@@ -36,7 +36,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub.pack import pack_model
+    from ..tools.hub.pack import pack_model
 
     check_output_parent(args.out, "--out")
     detector = resolve_model_dir(args.detector, "detector") if args.detector else None

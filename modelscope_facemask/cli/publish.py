@@ -7,7 +7,7 @@ import sys
 import traceback
 from typing import Any, Callable, Sequence
 
-from ..hub.token_scrubbing import scrub_token
+from ..tools.hub.token_scrubbing import scrub_token
 
 from .common import UsageError, add_command
 
@@ -48,8 +48,8 @@ def _print_plan(plan: list, model_id: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub.probe import resolve_endpoint
-    from ..hub.publish import TOKEN_ENV, PublishError, check_model_id, publish_folder, upload_plan
+    from ..tools.hub.probe import resolve_endpoint
+    from ..tools.hub.publish import TOKEN_ENV, PublishError, check_model_id, publish_folder, upload_plan
 
     try:
         check_model_id(args.model_id)
@@ -90,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_huggingface(args: argparse.Namespace, plan: list, visibility: str) -> int:
     """``--hub huggingface``: HfApi.create_repo + upload_folder, then the listing checked against the manifest."""
-    from ..hub.huggingface import HF_TOKEN_HELP, hf_endpoint, hf_token, publish_to_hf
-    from ..hub.publish import PublishError
-    from ..hub.token_scrubbing import scrubbed_output
+    from ..model_files.huggingface_download import hf_endpoint, hf_token
+    from ..tools.hub.huggingface import HF_TOKEN_HELP, publish_to_hf
+    from ..tools.hub.publish import PublishError
+    from ..tools.hub.token_scrubbing import scrubbed_output
 
     if args.sync:
         raise UsageError("--sync is only supported with --hub modelscope")

@@ -1,11 +1,11 @@
-"""``facemask regress create|check``: reference embeddings for CI (see ``modelscope_facemask/regress.py``)."""
+"""``facemask regress create|check``: reference embeddings for CI (see ``modelscope_facemask/tools/regress/__init__.py``)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
 
-from ..printable import printable
+from ..support.printable import printable
 from .common import KEEP, UsageError, add_command, add_model_options, image_files, max_faces_arg, open_pipeline
 from .output_paths import add_overwrite_option, check_not_an_input, check_output_file
 
@@ -62,7 +62,7 @@ def register(commands: Any) -> None:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from ..regress import command_line, create_reference, save_reference
+    from ..tools.regress import command_line, create_reference, save_reference
 
     out = check_output_file(args.out, "--out", overwrite=args.force, overwrite_option="--force")
     folder = Path(args.images)
@@ -85,7 +85,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..regress import check_reference, format_report, load_reference, locate_images
+    from ..tools.regress import check_reference, format_report, load_reference, locate_images
 
     if args.json:
         check_output_file(args.json, "--json", reads=[args.reference], overwrite=args.overwrite)
@@ -103,7 +103,7 @@ def run_check(args: argparse.Namespace) -> int:
     report = check_reference(pipeline, reference, images, reference_path=args.reference, overrides=overrides)
     print(format_report(report, reference))
     if args.json:
-        from ..json_output import write_json
+        from ..support.json_output import write_json
 
         # strict JSON: the report never holds NaN/Inf (non-finite values are failures with "value": null)
         write_json(args.json, report.to_dict())

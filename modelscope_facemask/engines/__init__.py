@@ -63,7 +63,7 @@ def check_engine_setup(engine: str, device: torch.device | str, precision: str) 
         raise ConfigurationError(f"engine {engine!r} runs in {only} only, but precision {precision!r} was asked for: "
                                  f"use precision='fp32' with {engine!r}, or engine='torch' for fp16/bf16")
     if precision == "bf16":
-        from ..precision import cpu_has_bf16
+        from .precision import cpu_has_bf16
 
         if not cpu_has_bf16():
             raise ConfigurationError(f"engine {engine!r} runs bf16 only on CPUs with bf16 hardware (avx512_bf16 or "
@@ -73,7 +73,7 @@ def check_engine_setup(engine: str, device: torch.device | str, precision: str) 
 
 def require_engine(engine: str) -> Any:
     """Import and return the engine's module, or raise ``MissingExtraError`` naming its extra."""
-    from ..extras import require
+    from ..support.extras import require
 
     module, extra = ENGINE_EXTRAS[engine]
     return require(module, extra, f"engine={engine!r}")

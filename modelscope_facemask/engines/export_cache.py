@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, ConfigurationError
-from ..log import logger
+from ..support.log import logger
 from .export import FORMATS, OPSET, export_network, graph_files
 
 ENGINE_CACHE_ENV = "FACEMASK_ENGINE_CACHE"
@@ -39,7 +39,7 @@ def engine_cache_dir() -> Path:
     given = os.environ.get(ENGINE_CACHE_ENV)
     if given:
         return Path(given).expanduser()
-    from ..assets import cache_dir
+    from ..model_files.assets import cache_dir
 
     return cache_dir() / "engines"
 
@@ -48,7 +48,7 @@ def weights_sha256(net: torch.nn.Module, weights_file: str | os.PathLike | None 
     """The sha256 of the weights file the network was loaded from, or, without one, of its state dict (names,
     dtypes, shapes and bytes, in order)."""
     if weights_file is not None:
-        from ..hub.manifest import file_sha256
+        from ..model_files.manifest import file_sha256
 
         return file_sha256(weights_file)
     digest = hashlib.sha256()
@@ -70,8 +70,8 @@ def cache_key(kind: str, sha256: str, fmt: str) -> str:
 def cached_graph(net: torch.nn.Module, kind: str, engine: str, sha256: str) -> tuple[Path, str]:
     """The graph file ``engine`` loads for ``net`` (exported into the cache when missing, corrupt or exported from
     other weights than ``sha256``), and :data:`HIT` or :data:`FRESH`."""
-    from ..atomic_files import writing_folder
-    from ..hub.manifest import replacement_problem
+    from ..support.atomic_files import writing_folder
+    from ..model_files.manifest import replacement_problem
 
     fmt = ENGINE_FORMATS[engine]
     folder = engine_cache_dir() / cache_key(kind, sha256, fmt)
@@ -104,8 +104,8 @@ def write_graph_manifest(folder: str | os.PathLike, output: str, fmt: str, sourc
                          extra: dict[str, Any] | None = None) -> Path:
     """``folder/manifest.json``: this package's manifest (sha256 and size of every file) plus the graph format,
     opset, versions and the sha256 of the weights each graph was exported from."""
-    from ..atomic_files import write_text_atomic
-    from ..hub.manifest import MANIFEST_FILE, build_manifest
+    from ..support.atomic_files import write_text_atomic
+    from ..model_files.manifest import MANIFEST_FILE, build_manifest
     from . import installed_engines
 
     manifest = build_manifest(folder, output)
@@ -120,7 +120,7 @@ def write_graph_manifest(folder: str | os.PathLike, output: str, fmt: str, sourc
 
 def read_graph_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """The manifest.json of an exported-graph folder, or :class:`ConfigurationError` naming what is wrong."""
-    from ..hub.manifest import MANIFEST_FILE, MANIFEST_FORMAT
+    from ..model_files.manifest import MANIFEST_FILE, MANIFEST_FORMAT
 
     path = Path(folder) / MANIFEST_FILE
     try:
@@ -149,7 +149,7 @@ def source_problem(manifest: dict[str, Any], kind: str, sha256: str) -> str | No
 def graph_folder_problem(folder: Path, kind: str, fmt: str, sha256: str | None = None) -> str | None:
     """None when ``folder`` holds ``kind``'s graph in ``fmt`` exactly as its manifest lists it (and, with ``sha256``,
     exported from the weights with that sha256), else why not."""
-    from ..hub.manifest import file_sha256
+    from ..model_files.manifest import file_sha256
 
     try:
         manifest = read_graph_manifest(folder)
@@ -234,9 +234,9 @@ def export_folder(out: str | os.PathLike, fmt: str, networks: dict[str, tuple[to
     generated manifest lists exactly its files). Anything else is refused with
     :class:`~modelscope_facemask.errors.OutputFolderError` and left untouched.
     """
-    from ..atomic_files import writing_folder
+    from ..support.atomic_files import writing_folder
     from ..errors import OutputFolderError
-    from ..hub.manifest import replacement_problem
+    from ..model_files.manifest import replacement_problem
 
     out = Path(out)
     exists = out.exists() or out.is_symlink()

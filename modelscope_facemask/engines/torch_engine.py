@@ -6,11 +6,11 @@ from typing import Any, Callable, Union
 import numpy as np
 import torch
 
-from ..precision import DEFAULT_PRECISION, net_input
+from .precision import DEFAULT_PRECISION, net_input
 
 
 class TorchEngine:
-    """Runs an already prepared module (:func:`~modelscope_facemask.precision.prepare_net`). The batch goes to the
+    """Runs an already prepared module (:func:`~modelscope_facemask.engines.precision.prepare_net`). The batch goes to the
     device of the module's weights (so moving the module moves the engine), cast to ``precision``; the outputs come
     back as float32 tensors on that device (unchanged in fp32, so results stay bit-identical).
 

@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 import torch
 
-from ..checkpoints import build_and_load, check_fits_file, find_weights_file, read_state_dict
+from ..model_files.checkpoints import build_and_load, check_fits_file, find_weights_file, read_state_dict
 from ..engines.torch_engine import TorchEngine
 from ..errors import ConfigurationError, ImageLoadError
 from ..nets.retinaface import RetinaFace, RetinaFaceConfig, state_dict_elements
-from ..precision import DEFAULT_PRECISION, check_precision, prepare_net
+from ..engines.precision import DEFAULT_PRECISION, check_precision, prepare_net
 from .detections import Detections
 from .out_of_memory import run_halving
 from .batched_postprocess import PostprocessSettings, device_prior_boxes, postprocess_batch, postprocess_rows, \
@@ -209,10 +209,10 @@ class FaceDetector:
 
         The files read are checked first against the ``manifest.json`` of the folder and of ``repository`` (the
         packed model repository the folder may lie in), where there is one: each must be listed there and match
-        (:func:`~modelscope_facemask.hub.manifest.verify_manifest`). Every ``models`` value is checked, and the
+        (:func:`~modelscope_facemask.model_files.manifest.verify_manifest`). Every ``models`` value is checked, and the
         network it describes must fit in the weights file, before anything is built.
         """
-        from ..hub.manifest import verify_manifest
+        from ..model_files.manifest import verify_manifest
 
         model_dir = Path(model_dir)
         config_path = model_dir / "configuration.json"

@@ -12,7 +12,7 @@ from typing import Callable, TypeVar
 import torch
 
 from ..errors import BatchOutOfMemoryError
-from ..log import logger
+from ..support.log import logger
 
 T = TypeVar("T")
 #: phrases of out-of-memory ``RuntimeError`` messages (CUDA/HIP/MPS, and PyTorch's DefaultCPUAllocator)

@@ -16,7 +16,7 @@ from ..engines.export_cache import network_engine
 from ..engines.torch_engine import TorchEngine
 from ..errors import ConfigurationError, EmbeddingError, ImageLoadError
 from ..nets.iresnet import IResNet
-from ..precision import DEFAULT_PRECISION, check_precision, prepare_net
+from ..engines.precision import DEFAULT_PRECISION, check_precision, prepare_net
 from .out_of_memory import run_halving
 
 #: uint8 value -> network input, computed exactly as the reference does (float64 then float32)
@@ -58,7 +58,7 @@ def positive_batch_size(value: object) -> int:
 class FaceRecognizer:
     """An IResNet plus the reference pre-processing and normalisation, batched.
 
-    ``precision`` ('fp32', 'fp16', 'bf16'; see :mod:`modelscope_facemask.precision`): the weights are cast once
+    ``precision`` ('fp32', 'fp16', 'bf16'; see :mod:`modelscope_facemask.engines.precision`): the weights are cast once
     here; embeddings are returned in float32 whatever the precision. A batch that runs out of device memory is
     halved and retried (:func:`.out_of_memory.run_halving`).
 

@@ -14,7 +14,7 @@ pipelines behave as before:
 * ``read_config`` of a local folder: a configuration.json that is not UTF-8 JSON holding an object, or whose
   ``pipeline`` is not an object, raises :class:`~modelscope_facemask.errors.ConfigurationError` naming the file. A
   FaceMask configuration (``pipeline.type``, ``model.type`` or ``preprocessor.type`` one of this package's names) is
-  checked completely, as :func:`~modelscope_facemask.configuration.read_configuration` does.
+  checked completely, as :func:`~modelscope_facemask.modelscope_adapters.configuration.read_configuration` does.
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ import functools
 import os
 from typing import Any, Callable
 
-from ..configuration import CONFIGURATION_FILE, parse_configuration, read_configuration
+from .configuration import CONFIGURATION_FILE, parse_configuration, read_configuration
 from ..errors import ConfigurationError, ModelSourceError
 from ..metainfo import Models, Pipelines, Preprocessors
-from ..hub.model_folders import is_hub_id
+from ..model_files.model_folders import is_hub_id
 
 _GUARD = "_facemask_guard"
 FACEMASK_TYPES = frozenset({Models.facemask, Preprocessors.facemask_preprocessor, Pipelines.facemask,

@@ -14,13 +14,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from ..devices import check_device_type
+from ..engines.devices import check_device_type
 from ..engines import check_engine
 from ..errors import ConfigurationError, UnknownOptionError
 from ..faces.choose import validate_max_faces
 from ..faces.detector import check_batched_postprocess, check_det_max_side, check_pad_batches, optional_bool
 from ..faces.recognizer import positive_batch_size
-from ..precision import check_precision
+from ..engines.precision import check_precision
 
 #: options of ``pipeline(...)`` / ``FaceMaskPipeline(...)`` (besides ``model`` and ``preprocessor``)
 PIPELINE_OPTIONS = ("device", "use_det", "max_faces", "detector_model", "batch_size", "precision",

@@ -10,17 +10,17 @@ from modelscope.models.base import TorchModel
 from modelscope.models.builder import MODELS
 from modelscope.utils.constant import Tasks
 
-from ..checkpoints import build_and_load, check_fits_file, find_weights_file, read_state_dict
-from ..configuration import CONFIGURATION_FILE, facemask_settings, read_configuration
-from ..devices import check_device_type, resolve_device
+from ..model_files.checkpoints import build_and_load, check_fits_file, find_weights_file, read_state_dict
+from .configuration import CONFIGURATION_FILE, facemask_settings, read_configuration
+from ..engines.devices import check_device_type, resolve_device
 from ..engines import check_engine, check_engine_setup
 from ..faces.recognizer import FaceRecognizer, positive_batch_size
-from ..log import logger
-from ..hub.manifest import verify_manifest
+from ..support.log import logger
+from ..model_files.manifest import verify_manifest
 from ..metainfo import Models
-from ..hub.model_folders import local_model_dir
+from ..model_files.model_folders import local_model_dir
 from ..nets.iresnet import IResNet, state_dict_elements
-from ..precision import check_precision, check_precision_on_device
+from ..engines.precision import check_precision, check_precision_on_device
 
 
 @MODELS.register_module(Tasks.face_recognition, module_name=Models.facemask)

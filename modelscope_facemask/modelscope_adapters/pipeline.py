@@ -17,15 +17,15 @@ from modelscope.pipelines.base import Pipeline
 from modelscope.pipelines.builder import PIPELINES
 from modelscope.utils.constant import Tasks
 
-from ..devices import resolve_device
+from ..engines.devices import resolve_device
 from ..errors import ConfigurationError, EmbeddingError, UnknownOptionError
 from ..faces.decode_ahead import chunks_ahead
 from ..faces.images import describe_source, load_image
 from ..faces.prepare import PreparedFaces
 from ..faces.recognizer import non_finite_message
-from ..log import logger
+from ..support.log import logger
 from ..metainfo import Pipelines
-from ..hub.model_folders import local_model_dir
+from ..model_files.model_folders import local_model_dir
 from .keywords import MODELSCOPE_PIPELINE_KEYWORDS, PIPELINE_OPTIONS, check_call_options, check_option, \
     unknown_keyword_message
 from .model import FaceMaskModel

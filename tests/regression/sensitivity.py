@@ -21,8 +21,8 @@ sys.path.insert(0, str(HERE))
 from inputs import DETECTOR_DIR, build_model, portraits_dir  # noqa: E402
 
 from modelscope_facemask import FaceMaskPipeline  # noqa: E402
-from modelscope_facemask.checkpoints import TORCH_WEIGHTS, read_state_dict, save_state_dict  # noqa: E402
-from modelscope_facemask.regress import check_reference, load_reference, locate_images  # noqa: E402
+from modelscope_facemask.model_files.checkpoints import TORCH_WEIGHTS, read_state_dict, save_state_dict  # noqa: E402
+from modelscope_facemask.tools.regress import check_reference, load_reference, locate_images  # noqa: E402
 
 
 def _check(model: Path, reference, images) -> tuple[bool, dict[str, float]]:

@@ -126,65 +126,80 @@ def facemask_settings(config: dict[str, Any]) -> FaceMaskSettings:
         raise ConfigurationError(f"a configuration must be a JSON object ({{...}}), found {_json_kind(config)}")
     model = _section(config, "model", "")
     pre = _section(config, "preprocessor", "")
-    backbone = _section(model, "backbone", "model.")
-    units = backbone.get("units", FACEMASK_UNITS)
-    if not (isinstance(units, (list, tuple)) and len(units) == 4
-            and all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units)):
-        raise ConfigurationError(f"model.backbone.units must be four positive integers, got {_excerpt(units)}")
-    max_faces = pre.get("max_faces", 1)
-    try:
-        validate_max_faces(max_faces)
-    except ConfigurationError:
-        raise ConfigurationError(f"preprocessor.max_faces must be a positive integer or null (all faces), "
-                                 f"got {_excerpt(max_faces)}") from None
-    use_det = pre.get("use_det", True)
-    if not isinstance(use_det, bool):
-        raise ConfigurationError(f"preprocessor.use_det must be true or false, got {_excerpt(use_det)}")
-    min_face_size = pre.get("min_face_size", 10.0)
-    if isinstance(min_face_size, bool) or not isinstance(min_face_size, (int, float)) \
-            or not math.isfinite(min_face_size) or min_face_size < 0:
-        raise ConfigurationError(
-            f"preprocessor.min_face_size must be a finite number >= 0 (pixels), got {_excerpt(min_face_size)}")
-    detector = pre.get("detector", DEFAULT_DETECTOR)
-    if not isinstance(detector, str) or not detector.strip():
-        raise ConfigurationError("preprocessor.detector must be a RetinaFace hub id ('owner/name') or a folder "
-                                 f"inside the model repository, got {_excerpt(detector)}")
-    check_repository_detector(detector)
-    precision = model.get("precision", DEFAULT_PRECISION)
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ConfigurationError("model.precision must be " + ", ".join(f'"{p}"' for p in PRECISIONS)
-                                 + f" (lower case), got {_excerpt(precision)}")
-    engine = model.get("engine", DEFAULT_ENGINE)
-    if not isinstance(engine, str) or engine not in ENGINES:
-        raise ConfigurationError("model.engine must be " + ", ".join(f'"{e}"' for e in ENGINES)
-                                 + f", got {_excerpt(engine)}")
+    units = _units(_section(model, "backbone", "model."))
+    max_faces = _max_faces(pre)
+    use_det = _true_or_false(pre, "use_det", True, "")
+    min_face_size = _min_face_size(pre)
+    detector = _detector(pre)
+    precision = _one_of(model, "precision", DEFAULT_PRECISION, PRECISIONS, " (lower case)")
+    engine = _one_of(model, "engine", DEFAULT_ENGINE, ENGINES, "")
     try:
         det_max_side = check_det_max_side(pre.get("det_max_side"), where="preprocessor.det_max_side")
     except ConfigurationError:
         raise ConfigurationError("preprocessor.det_max_side must be an integer >= 32 (px) or null (the reference's "
                                  f"1500/1000 rule), got {_excerpt(pre.get('det_max_side'))}") from None
-    pad_batches = pre.get("pad_batches", False)
-    if not isinstance(pad_batches, bool):
-        raise ConfigurationError("preprocessor.pad_batches must be true or false (opt-in: images of different sizes "
-                                 f"detected together, padded), got {_excerpt(pad_batches)}")
+    pad_batches = _true_or_false(pre, "pad_batches", False,
+                                 " (opt-in: images of different sizes detected together, padded)")
     try:
         batched_postprocess = check_batched_postprocess(pre.get("batched_postprocess"),
                                                         where="preprocessor.batched_postprocess")
     except ConfigurationError:
         raise ConfigurationError("preprocessor.batched_postprocess must be true, false or null (auto: on CUDA only), "
                                  f"got {_excerpt(pre.get('batched_postprocess'))}") from None
-    return FaceMaskSettings(
-        detector=detector,
-        units=tuple(units),  # type: ignore[arg-type]
-        max_faces=max_faces,
-        use_det=use_det,
-        min_face_size=float(min_face_size),
-        precision=precision,
-        det_max_side=det_max_side,
-        engine=engine,
-        pad_batches=pad_batches,
-        batched_postprocess=batched_postprocess,
-    )
+    return FaceMaskSettings(detector=detector, units=units, max_faces=max_faces, use_det=use_det,
+                            min_face_size=min_face_size, precision=precision, det_max_side=det_max_side, engine=engine,
+                            pad_batches=pad_batches, batched_postprocess=batched_postprocess)
+
+
+def _units(backbone: dict[str, Any]) -> tuple[int, int, int, int]:
+    units = backbone.get("units", FACEMASK_UNITS)
+    if not (isinstance(units, (list, tuple)) and len(units) == 4
+            and all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units)):
+        raise ConfigurationError(f"model.backbone.units must be four positive integers, got {_excerpt(units)}")
+    return tuple(units)  # type: ignore[return-value]
+
+
+def _max_faces(pre: dict[str, Any]) -> int | None:
+    max_faces = pre.get("max_faces", 1)
+    try:
+        validate_max_faces(max_faces)
+    except ConfigurationError:
+        raise ConfigurationError(f"preprocessor.max_faces must be a positive integer or null (all faces), "
+                                 f"got {_excerpt(max_faces)}") from None
+    return max_faces
+
+
+def _true_or_false(pre: dict[str, Any], key: str, default: bool, meaning: str) -> bool:
+    value = pre.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"preprocessor.{key} must be true or false{meaning}, got {_excerpt(value)}")
+    return value
+
+
+def _min_face_size(pre: dict[str, Any]) -> float:
+    min_face_size = pre.get("min_face_size", 10.0)
+    if isinstance(min_face_size, bool) or not isinstance(min_face_size, (int, float)) \
+            or not math.isfinite(min_face_size) or min_face_size < 0:
+        raise ConfigurationError(
+            f"preprocessor.min_face_size must be a finite number >= 0 (pixels), got {_excerpt(min_face_size)}")
+    return float(min_face_size)
+
+
+def _detector(pre: dict[str, Any]) -> str:
+    detector = pre.get("detector", DEFAULT_DETECTOR)
+    if not isinstance(detector, str) or not detector.strip():
+        raise ConfigurationError("preprocessor.detector must be a RetinaFace hub id ('owner/name') or a folder "
+                                 f"inside the model repository, got {_excerpt(detector)}")
+    check_repository_detector(detector)
+    return detector
+
+
+def _one_of(model: dict[str, Any], key: str, default: str, allowed: tuple[str, ...] | list[str], note: str) -> str:
+    value = model.get(key, default)
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigurationError(f"model.{key} must be " + ", ".join(f'"{a}"' for a in allowed)
+                                 + f"{note}, got {_excerpt(value)}")
+    return value
 
 
 def check_repository_detector(detector: str) -> None:

@@ -61,10 +61,11 @@ class FaceMaskPipeline(Pipeline):
     a copy whose longer side is at most that many px, results in original pixels; default: configuration.json's
     ``preprocessor.det_max_side``, else the reference's 1500/1000 rule), ``engine`` ('torch' (default:
     configuration.json's ``model.engine``, else torch), 'onnxruntime' or 'openvino': both networks on that engine, CPU
-    only, fp32 (openvino also bf16 on CPUs with bf16 hardware)), ``engine_dir`` (a folder written by ``facemask export``; default: export on first use into the
-    cache), ``pad_batches`` (opt-in: detect images of different sizes in shared, padded batches; default:
-    configuration.json's ``preprocessor.pad_batches``, else False) and ``batched_postprocess`` (True/False, None =
-    on CUDA only, the default; also ``preprocessor.batched_postprocess``).
+    only, fp32 (openvino also bf16 on CPUs with bf16 hardware)), ``engine_dir`` (a folder written by
+    ``facemask export``; default: export on first use into the cache), ``pad_batches`` (opt-in: detect images of
+    different sizes in shared, padded batches; default: configuration.json's ``preprocessor.pad_batches``, else
+    False) and ``batched_postprocess`` (True/False, None = on CUDA only, the default; also
+    ``preprocessor.batched_postprocess``).
     ``use_det``, ``max_faces`` and ``batch_size`` may also be given per call. Unknown keywords are logged at WARNING
     (naming the closest option) and ignored, except those ModelScope itself passes.
     """
@@ -101,35 +102,12 @@ class FaceMaskPipeline(Pipeline):
         detector_model = check_option("detector_model", detector_model)
         kwargs = _modelscope_keywords(kwargs)
         self.device_used = resolve_device(device)
-        if isinstance(model, FaceMaskModel):
-            model_dir = model.model_dir
-            _check_same_precision(precision, model.precision, "model")
-            _check_same_engine(engine, model.engine, "model")
-            precision = model.precision
-            if model.device_used != self.device_used:
-                logger.warning("the given model is on %s; moving it to the pipeline's device %s", model.device_used,
-                               self.device_used)
-                model.use_device(self.device_used)
-        else:
-            model_dir = local_model_dir(model)
-            model = FaceMaskModel.from_pretrained(model_dir, device=self.device_used, batch_size=batch_size,
-                                                  precision=precision, engine=engine, engine_dir=engine_dir)
-        if preprocessor is None:
-            preprocessor = FaceMaskPreprocessor.from_pretrained(
-                model_dir, device=self.device_used, detector=detector_model, use_det=use_det, max_faces=max_faces,
-                precision=precision or model.precision, det_max_side=det_max_side,
-                engine=engine or model.engine, engine_dir=engine_dir, pad_batches=pad_batches, **detection,
-            )
-        elif isinstance(preprocessor, FaceMaskPreprocessor):
-            _check_same_precision(precision, preprocessor.precision, "preprocessor")
-            _check_same_engine(engine, preprocessor.settings.engine, "preprocessor")
-            if detector_model is not None or use_det is not None or max_faces is not _KEEP or det_max_side is not None \
-                    or pad_batches is not None or detection:
-                logger.warning("a preprocessor was given: detector_model, use_det, max_faces, det_max_side, "
-                               "pad_batches and batched_postprocess of the pipeline are "
-                               "ignored (set them on the preprocessor, or per call: use_det, max_faces)")
-            if preprocessor.device_used != self.device_used:
-                preprocessor.use_device(self.device_used)
+        model, model_dir = self._open_model(model, batch_size=batch_size, precision=precision, engine=engine,
+                                            engine_dir=engine_dir)
+        detection.update(detector=detector_model, use_det=use_det, max_faces=max_faces, det_max_side=det_max_side,
+                         pad_batches=pad_batches)
+        preprocessor = self._open_preprocessor(preprocessor, model, model_dir, precision=precision, engine=engine,
+                                               engine_dir=engine_dir, detection=detection)
         kwargs.pop("model_revision", None)  # already used to download the model
         device_name = "cpu" if self.device_used.type == "cpu" else f"cuda:{self.device_used.index or 0}"
         super().__init__(model=model, preprocessor=preprocessor, device=device_name, **kwargs)
@@ -137,6 +115,43 @@ class FaceMaskPipeline(Pipeline):
         #: time); on by default on CUDA, where the host would otherwise idle the GPU while decoding
         self.decode_ahead = self.device_used.type == "cuda"
         logger.info("FaceMask pipeline runs on %s in %s, engine %s", self.device_used, self.precision, self.engine)
+
+    def _open_model(self, model: str | FaceMaskModel, *, batch_size: int | None, precision: str | None,
+                    engine: str | None, engine_dir: str | None) -> tuple[FaceMaskModel, str]:
+        """The recognizer on this pipeline's device: ``model`` itself (moved if needed), or loaded from its folder."""
+        if not isinstance(model, FaceMaskModel):
+            model_dir = local_model_dir(model)
+            return FaceMaskModel.from_pretrained(model_dir, device=self.device_used, batch_size=batch_size,
+                                                 precision=precision, engine=engine, engine_dir=engine_dir), model_dir
+        _check_same_precision(precision, model.precision, "model")
+        _check_same_engine(engine, model.engine, "model")
+        if model.device_used != self.device_used:
+            logger.warning("the given model is on %s; moving it to the pipeline's device %s", model.device_used,
+                           self.device_used)
+            model.use_device(self.device_used)
+        return model, model.model_dir
+
+    def _open_preprocessor(self, preprocessor: FaceMaskPreprocessor | None, model: FaceMaskModel, model_dir: str, *,
+                           precision: str | None, engine: str | None, engine_dir: str | None,
+                           detection: dict[str, Any]) -> FaceMaskPreprocessor | None:
+        """The detector side: ``preprocessor`` itself (on this device; the detection options are then ignored, with a
+        warning), or built from the model folder with them (None, or ``_KEEP`` for max_faces, means not given)."""
+        if preprocessor is None:
+            return FaceMaskPreprocessor.from_pretrained(
+                model_dir, device=self.device_used, precision=precision or model.precision,
+                engine=engine or model.engine, engine_dir=engine_dir, **detection)
+        if isinstance(preprocessor, FaceMaskPreprocessor):
+            _check_same_precision(precision, preprocessor.precision, "preprocessor")
+            _check_same_engine(engine, preprocessor.settings.engine, "preprocessor")
+            given = [key for key in ("detector", "use_det", "det_max_side", "pad_batches")
+                     if detection[key] is not None]
+            if given or detection["max_faces"] is not _KEEP or "batched_postprocess" in detection:
+                logger.warning("a preprocessor was given: detector_model, use_det, max_faces, det_max_side, "
+                               "pad_batches and batched_postprocess of the pipeline are "
+                               "ignored (set them on the preprocessor, or per call: use_det, max_faces)")
+            if preprocessor.device_used != self.device_used:
+                preprocessor.use_device(self.device_used)
+        return preprocessor
 
     @property
     def precision(self) -> str:

@@ -1,4 +1,4 @@
-"""The import paths of modules that moved into the layer folders (version 0.2): kept one release, with a warning.
+"""The import paths of modules that moved into the layer folders: kept one more release, with a warning.
 
 ``import modelscope_facemask.demo``, ``from modelscope_facemask.gallery import FaceGallery``,
 ``from modelscope_facemask.hub.model_folders import hf_model_dir`` and every other path in :data:`MOVED_MODULES`

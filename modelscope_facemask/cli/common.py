@@ -181,7 +181,8 @@ def expand_inputs(items: Iterable[str]) -> tuple[list[str], bool]:
 def run_images(pipeline: Any, sources: Sequence[str], *, max_faces: Any = KEEP, batch_size: int = 16,
                progress: bool = False) -> list[dict[str, Any]]:
     """The pipeline's outputs for ``sources``, ``batch_size`` images at a time (bounded memory), with a progress bar:
-    :func:`modelscope_facemask.tools.corpus.embedding_runs.embed_sources`, the loop the library and the Ray actors share."""
+    :func:`modelscope_facemask.tools.corpus.embedding_runs.embed_sources`, the loop the library and the Ray actors
+    share."""
     return embed_sources(pipeline, sources, max_faces=max_faces, batch_size=batch_size, progress=progress)
 
 

@@ -10,8 +10,8 @@ from .precision import DEFAULT_PRECISION, net_input
 
 
 class TorchEngine:
-    """Runs an already prepared module (:func:`~modelscope_facemask.engines.precision.prepare_net`). The batch goes to the
-    device of the module's weights (so moving the module moves the engine), cast to ``precision``; the outputs come
+    """Runs an already prepared module (:func:`~modelscope_facemask.engines.precision.prepare_net`). The batch goes
+    to the device of the module's weights (so moving the module moves the engine), cast to ``precision``; the outputs come
     back as float32 tensors on that device (unchanged in fp32, so results stay bit-identical).
 
     ``net`` may also be a function returning the module, read at every call (an owner whose ``net`` attribute is

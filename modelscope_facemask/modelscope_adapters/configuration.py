@@ -263,7 +263,8 @@ def _configured_detector(model_dir: str | os.PathLike) -> str | None:
 
 
 def is_untrained_demo_model(folder: str | os.PathLike) -> bool:
-    """True for a model folder written by :func:`modelscope_facemask.tools.demo.build_demo_model` (its configuration.json says ``demo.untrained``)."""
+    """True for a model folder written by :func:`modelscope_facemask.tools.demo.build_demo_model` (its
+    configuration.json says ``demo.untrained``)."""
     try:
         config = json.loads((Path(folder) / "configuration.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

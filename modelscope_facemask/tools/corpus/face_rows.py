@@ -15,7 +15,8 @@ done too, unless :func:`drop_error_rows` removes those rows first (``facemask em
 A local source is stored as its absolute path (:func:`source_name`, symlinks kept, a ``..`` resolved as the system
 resolves it; URLs as given) and compared by its resolved path (:func:`source_key`: symlinks followed), so ``embed enrol`` and ``embed /abs/enrol`` find the same
 sources done. Folders written by older versions, which stored paths as typed, are read the same way (a relative
-source is taken against the working folder). One run at a time writes a folder (:mod:`modelscope_facemask.tools.corpus.rows_lock`).
+source is taken against the working folder). One run at a time writes a folder
+(:mod:`modelscope_facemask.tools.corpus.rows_lock`).
 """
 from __future__ import annotations
 

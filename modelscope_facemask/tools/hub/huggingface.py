@@ -3,8 +3,8 @@
 
 Publishing: ``create_repo(exist_ok=True)`` then one ``create_commit`` with a ``CommitOperationAdd`` for each file of
 :func:`~modelscope_facemask.tools.hub.publish.upload_plan` and nothing else (read from
-:func:`~modelscope_facemask.tools.hub.publish.staged_upload`'s private copy, so hidden files, links and unlisted files are
-refused before anything is sent, as on ModelScope), then the remote listing
+:func:`~modelscope_facemask.tools.hub.publish.staged_upload`'s private copy, so hidden files, links and unlisted files
+are refused before anything is sent, as on ModelScope), then the remote listing
 (``list_repo_tree(recursive=True, expand=True)``) is compared with the plan: every file present with its size,
 and the sha256 of every LFS file (the listing's ``lfs.oid``; regular files only have a git blob id, so their
 sha256 is checked by downloading nothing: their git blob id is recomputed from the uploaded bytes instead); files on

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from ...model_files.checkpoints import SAFETENSORS_WEIGHTS, TORCH_WEIGHTS, read_state_dict, save_state_dict
-from ...modelscope_adapters.configuration import CONFIGURATION_FILE, FaceMaskSettings, facemask_settings, read_configuration, resolve_detector_dir
+from ...modelscope_adapters.configuration import (CONFIGURATION_FILE, FaceMaskSettings, facemask_settings,
+                                                   read_configuration, resolve_detector_dir)
 from ...support.atomic_files import writing_folder
 from ...errors import CheckpointError, ConfigurationError, OutputFolderError
 from ...model_files.manifest import read_manifest, replacement_problem, verify_manifest, write_manifest

@@ -234,8 +234,8 @@ def check_remote(staged: Path, remote: dict[str, dict[str, Any]],
                  plan: list[PlannedFile]) -> tuple[list[str], int, list[str]]:
     """(problems, content hashes checked, extras) of a hub's listing after uploading ``plan`` from ``staged``:
     every planned file must be listed with its size (and its content, see
-    :func:`~modelscope_facemask.model_files.manifest.compare_remote`); extras are the listed files the plan does not hold
-    (hidden ones included; not the hub's own :data:`HUB_GENERATED_FILES`)."""
+    :func:`~modelscope_facemask.model_files.manifest.compare_remote`); extras are the listed files the plan does not
+    hold (hidden ones included; not the hub's own :data:`HUB_GENERATED_FILES`)."""
     problems, hashed = compare_remote(staged, remote)
     manifest = next(item for item in plan if item.path == MANIFEST_FILE)
     there = remote.get(MANIFEST_FILE)

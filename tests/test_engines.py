@@ -184,7 +184,7 @@ def test_openvino_bf16_needs_bf16_hardware(monkeypatch):
 #: recognizer, real mobilenet0.25 detector): boxes/landmarks within 0.74 px on faces 74-305 px wide, at most 0.37 % of
 #: the width (bound 1.5 %, as for torch bf16 in test_precision.py), scores within 1.4e-4 (bound 1e-3), recognizer on
 #: identical crops min cosine 0.99996 (bound 0.9995).
-@pytest.mark.skipif(not __import__("modelscope_facemask.engines.precision").precision.cpu_has_bf16(),
+@pytest.mark.skipif(not __import__("modelscope_facemask.engines.precision").engines.precision.cpu_has_bf16(),
                     reason="OpenVINO bf16 needs a CPU with bf16 hardware (AMX / avx512_bf16)")
 def test_openvino_bf16_runs_the_fp32_graph_in_bf16(small_model_dir, pipes, outputs, prepared, portraits, caplog):
     with caplog.at_level(logging.INFO, logger="modelscope.facemask"):

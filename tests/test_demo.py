@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from modelscope_facemask.tools import demo
+from modelscope_facemask.tools.demo import demo_model
 from modelscope_facemask.tools.drawing import banner, crops_strip, draw_banner, draw_faces
 from modelscope_facemask.errors import AssetError, OutputFolderError
 from modelscope_facemask.faces.images import load_image
@@ -190,7 +191,7 @@ def _check_demo_output(out_dir: Path, portraits: dict[str, Path], text: str) -> 
 
 
 def test_run_demo_small_recognizer_end_to_end(tmp_path, no_hub, monkeypatch, capsys, portraits, mobilenet_state):
-    monkeypatch.setattr(demo, "demo_models_root", lambda: tmp_path / "models")
+    monkeypatch.setattr(demo_model, "demo_models_root", lambda: tmp_path / "models")
     out_dir = tmp_path / "out"
     start = time.perf_counter()
     assert demo.run_demo(out_dir, hub_timeout=1.0, _recognizer_units=SMALL_UNITS) == 0
@@ -297,7 +298,7 @@ def test_stale_builds_are_removed_only_when_provably_ours(tmp_path):
 
 def test_demo_model_folder_with_foreign_files_is_not_rebuilt_over(tmp_path, monkeypatch, mobilenet_state, capsys,
                                                                    no_hub, portraits):
-    monkeypatch.setattr(demo, "demo_models_root", lambda: tmp_path / "models")
+    monkeypatch.setattr(demo_model, "demo_models_root", lambda: tmp_path / "models")
     folder = _fake_demo_model(tmp_path / "models" / demo.demo_model_name(SMALL_UNITS), extra="results.csv")
     with pytest.raises(OutputFolderError, match="holds files the demo does not write"):
         demo.build_demo_model(folder, SMALL_UNITS)

@@ -99,24 +99,28 @@ def _evaluation_section(facts: CardFacts) -> list[str]:
 
 def render_model_card(facts: CardFacts) -> str:
     """The complete README.md text."""
+    return "\n".join([*_heading_section(facts), *_usage_section(facts), *_output_contract_section(),
+                      *_model_section(facts), *_evaluation_section(facts), *_files_section(facts)])
+
+
+def _heading_section(facts: CardFacts) -> list[str]:
+    """The YAML front matter, the title, the UNTRAINED warning (when so) and what the model does."""
     meta = yaml.safe_dump(front_matter(facts), sort_keys=False, allow_unicode=True).strip()
-    units = "/".join(str(u) for u in facts.units)
-    if facts.detector_inside:
-        detector = (f"RetinaFace {facts.detector_name}, {facts.detector_parameters:,} parameters, inside this "
-                    f"repository (`{facts.detector}/`): one download, no other repository needed")
-    else:
-        detector = f"RetinaFace from the hub repository `{facts.detector}` (downloaded on first use)"
-    choice = "the largest face" if facts.max_faces == 1 else ("all faces" if facts.max_faces is None
-                                                               else f"the {facts.max_faces} largest faces")
     lines = ["---", meta, "---", "", "# FaceMask face recognition (RetinaFace + IResNet)", ""]
     if facts.untrained:
         lines += ["> **UNTRAINED WEIGHTS.** The recognizer holds deterministic synthetic weights made for testing "
                   "the packaging and the pipeline. Its embeddings are valid 512-d unit vectors but mean nothing: "
                   "similarities between faces are not identity evidence.", ""]
-    lines += [
+    return lines + [
         "Face recognition in the layout of ModelScope's `damo/cv_resnet_face-recognition_facemask`: RetinaFace "
         "detects faces and five landmarks, each face is aligned to 112x112 on the ArcFace template, and an IResNet "
         "maps it to an L2-normalised 512-d embedding. Cosine similarity (the dot product) compares faces.", "",
+    ]
+
+
+def _usage_section(facts: CardFacts) -> list[str]:
+    """Python and command-line usage, from either hub."""
+    return [
         "## Usage", "",
         "```python",
         "# pip install modelscope-facemask",
@@ -142,6 +146,12 @@ def render_model_card(facts: CardFacts) -> str:
         "A Hugging Face download honours `HF_HUB_OFFLINE=1` (cache only); either way every file is checked against "
         "`manifest.json` before use.", "",
         "`compare`'s default threshold is a placeholder; calibrate it on your own pairs with `facemask evaluate`.", "",
+    ]
+
+
+def _output_contract_section() -> list[str]:
+    """The keys, shapes and meaning of the pipeline's output."""
+    return [
         "## Output contract", "",
         "Per image, rows aligned, coordinates in original-image pixels (N = number of faces, 0 when none):", "",
         "| key | shape, dtype | meaning |", "| --- | --- | --- |",
@@ -150,6 +160,20 @@ def render_model_card(facts: CardFacts) -> str:
         "| `boxes` | (N, 4) float32 | `[x1, y1, x2, y2]` |",
         "| `keypoints` | (N, 10) float32 | x, y of left eye, right eye, nose, left and right mouth corner |", "",
         "A list input gives a list of such dicts (batched).", "",
+    ]
+
+
+def _model_section(facts: CardFacts) -> list[str]:
+    """The recognizer, its input and embedding, the detector and how many faces per image."""
+    units = "/".join(str(u) for u in facts.units)
+    if facts.detector_inside:
+        detector = (f"RetinaFace {facts.detector_name}, {facts.detector_parameters:,} parameters, inside this "
+                    f"repository (`{facts.detector}/`): one download, no other repository needed")
+    else:
+        detector = f"RetinaFace from the hub repository `{facts.detector}` (downloaded on first use)"
+    choice = "the largest face" if facts.max_faces == 1 else ("all faces" if facts.max_faces is None
+                                                               else f"the {facts.max_faces} largest faces")
+    return [
         "## Model", "",
         "| | |", "| --- | --- |",
         f"| recognizer | IResNet, units {units} per stage, {facts.parameters:,} parameters |",
@@ -158,7 +182,12 @@ def render_model_card(facts: CardFacts) -> str:
         f"| detector | {detector} |",
         f"| faces per image | {choice} (`max_faces` option) |",
         "",
-        *_evaluation_section(facts),
+    ]
+
+
+def _files_section(facts: CardFacts) -> list[str]:
+    """Every file with its size, what the manifest guarantees, and the packer's version and the licence."""
+    return [
         "## Files", "",
         "| file | size |", "| --- | --- |",
         *[f"| `{name}` | {_mb(size)} |" for name, size in sorted(facts.file_sizes.items())],
@@ -168,7 +197,6 @@ def render_model_card(facts: CardFacts) -> str:
         "(the loader prefers `model.safetensors`).", "",
         f"Packed with modelscope-facemask {__version__}. License: {facts.license}.", "",
     ]
-    return "\n".join(lines)
 
 
 def says_untrained(model_dir: str | os.PathLike) -> bool:

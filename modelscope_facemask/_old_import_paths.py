@@ -17,7 +17,7 @@ from types import CodeType, ModuleType
 
 PACKAGE = __name__.rsplit(".", 1)[0]
 
-MOVED_MODULES = {  # old path below the package -> new path; an exact entry wins over a moved package
+MOVED_MODULES = {  # old path below the package -> new path (a longer entry wins over a moved package)
     "atomic_files": "support.atomic_files",
     "file_locks": "support.file_locks",
     "json_output": "support.json_output",
@@ -51,15 +51,16 @@ MOVED_PACKAGES = {  # old package -> new package; each submodule follows
 
 
 def new_module_name(old: str) -> str | None:
-    """The current dotted name of the module once importable as ``old``; None when ``old`` did not move."""
+    """The current dotted name of the module once importable as ``old``; None when ``old`` did not move.
+    The longest moved prefix decides, so the submodules of a moved module follow it."""
     if not old.startswith(PACKAGE + "."):
         return None
-    rest = old[len(PACKAGE) + 1:]
-    if rest in MOVED_MODULES:
-        return f"{PACKAGE}.{MOVED_MODULES[rest]}"
-    head, _, tail = rest.partition(".")
-    if head in MOVED_PACKAGES:
-        return f"{PACKAGE}.{MOVED_PACKAGES[head]}" + (f".{tail}" if tail else "")
+    parts = old[len(PACKAGE) + 1:].split(".")
+    for end in range(len(parts), 0, -1):
+        head = ".".join(parts[:end])
+        moved = MOVED_MODULES.get(head) or MOVED_PACKAGES.get(head)
+        if moved:
+            return ".".join([PACKAGE, moved, *parts[end:]])
     return None
 
 

@@ -97,6 +97,8 @@ def test_old_paths_users_have_keep_working():
     assert FaceGallery is moved_gallery and hf_model_dir is moved_hf_model_dir
     import modelscope_facemask.gallery.face_gallery as old_module
     assert old_module is importlib.import_module("modelscope_facemask.tools.gallery.face_gallery")
+    import modelscope_facemask.demo.demo_model as old_submodule  # a module that became a package: its parts follow
+    assert old_submodule is importlib.import_module("modelscope_facemask.tools.demo.demo_model")
     assert modelscope_facemask.FaceMaskPipeline.__module__ == "modelscope_facemask.modelscope_adapters.pipeline"
 
 

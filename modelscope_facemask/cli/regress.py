@@ -1,4 +1,4 @@
-"""``facemask regress create|check``: reference embeddings for CI (see ``modelscope_facemask/tools/regress/__init__.py``)."""
+"""``facemask regress create|check``: reference embeddings for CI (see ``modelscope_facemask/tools/regress/``)."""
 from __future__ import annotations
 
 import argparse

@@ -69,9 +69,36 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_pairs(args: argparse.Namespace) -> int:
-    from ..tools.evaluate import PairsFileError, evaluate_similarities, plot_formats, plot_roc, read_pairs, roc_curve
+    """1:1: embed the pairs' images, print ROC AUC, EER and TAR at each FAR; write --json and --plot."""
+    from ..tools.evaluate import evaluate_similarities, plot_roc, roc_curve
 
     args.model = args.model or DEFAULT_MODEL
+    _check_pairs_outputs(args)
+    pairs, images = _read_pairs_images(args)
+    pipeline = open_pipeline(args, max_faces=1)
+    untrained_warning(pipeline)
+    outputs = run_images(pipeline, images, max_faces=1, batch_size=args.batch_size, progress=not args.no_progress)
+    usable, similarities, labels = _pair_similarities(pairs, images, outputs)
+    result = evaluate_similarities(similarities, labels)
+    print(f"pairs: {len(usable)} used ({result.genuine_pairs} same, {result.impostor_pairs} different), "
+          f"{len(pairs) - len(usable)} skipped; images: {len(images)}; model {printable(args.model)} on "
+          f"{pipeline.device_used}")
+    _print_verification(result)
+    if args.json:
+        write_json(args.json, {"pairs_file": Path(args.pairs).name, "model": args.model,
+                               "device": str(pipeline.device_used), "skipped_pairs": len(pairs) - len(usable),
+                               "evaluation": result.to_dict()})
+        print(f"results -> {printable(args.json)}")
+    if args.plot:
+        far, tar, _ = roc_curve(similarities, labels)
+        print(f"ROC curve -> {printable(plot_roc(far, tar, result, args.plot))}")
+    return 0
+
+
+def _check_pairs_outputs(args: argparse.Namespace) -> None:
+    """--plot (matplotlib installed, a file type it writes) and --json may be written, and are distinct files."""
+    from ..tools.evaluate import plot_formats
+
     if args.plot:
         if importlib.util.find_spec("matplotlib") is None:
             raise UsageError("--plot needs matplotlib, which is not installed: `pip install matplotlib` "
@@ -85,6 +112,12 @@ def run_pairs(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, "--json", reads=[args.pairs], overwrite=args.overwrite)
     check_distinct({"--plot": args.plot, "--json": args.json})
+
+
+def _read_pairs_images(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    """(the pairs of --pairs, their images sorted), checked: the outputs are none of the images."""
+    from ..tools.evaluate import PairsFileError, read_pairs
+
     try:
         pairs = read_pairs(args.pairs)
     except PairsFileError as exc:
@@ -94,9 +127,13 @@ def run_pairs(args: argparse.Namespace) -> int:
     for option, path in (("--plot", args.plot), ("--json", args.json)):
         if path:
             check_not_an_input(path, option, images)  # the pairs' images (also with --overwrite)
-    pipeline = open_pipeline(args, max_faces=1)
-    untrained_warning(pipeline)
-    outputs = run_images(pipeline, images, max_faces=1, batch_size=args.batch_size, progress=not args.no_progress)
+    return pairs, images
+
+
+def _pair_similarities(pairs: list[Any], images: list[str],
+                       outputs: list[Any]) -> tuple[list[Any], list[float], list[bool]]:
+    """(usable pairs, their cosine similarities, their same-person labels); the images without a usable face are
+    printed as skipped. A usage error when no pair is usable or the usable ones are all same or all different."""
     embedding = {img: out["img_embedding"][0] for img, out in zip(images, outputs)
                  if len(out["scores"]) and np.isfinite(out["img_embedding"][0]).all()}
     problems = {img: out.get("error", "no face" if not len(out["scores"]) else "non-finite embedding")
@@ -111,10 +148,11 @@ def run_pairs(args: argparse.Namespace) -> int:
     if all(labels) or not any(labels):
         raise UsageError(f"need both same-person and different-person pairs; the usable pairs are all "
                          f"{'same' if all(labels) else 'different'}")
-    result = evaluate_similarities(similarities, labels)
-    print(f"pairs: {len(usable)} used ({result.genuine_pairs} same, {result.impostor_pairs} different), "
-          f"{len(pairs) - len(usable)} skipped; images: {len(images)}; model {printable(args.model)} on "
-          f"{pipeline.device_used}")
+    return usable, similarities, labels
+
+
+def _print_verification(result: Any) -> None:
+    """ROC AUC, EER and TAR at each FAR target, with their thresholds."""
     print(f"ROC AUC: {result.roc_auc:.4f}")
     print(f"EER: {result.eer:.4f} at threshold {result.eer_threshold:.4f}")
     for point in result.operating_points:
@@ -125,15 +163,6 @@ def run_pairs(args: argparse.Namespace) -> int:
         else:
             print(f"TAR @ FAR {point.far_target:g}: {point.tar:.4f} at threshold {point.threshold:.4f} "
                   f"(measured FAR {point.far:.2g})")
-    if args.json:
-        write_json(args.json, {"pairs_file": Path(args.pairs).name, "model": args.model,
-                               "device": str(pipeline.device_used), "skipped_pairs": len(pairs) - len(usable),
-                               "evaluation": result.to_dict()})
-        print(f"results -> {printable(args.json)}")
-    if args.plot:
-        far, tar, _ = roc_curve(similarities, labels)
-        print(f"ROC curve -> {printable(plot_roc(far, tar, result, args.plot))}")
-    return 0
 
 
 def _probe_embeddings(args: argparse.Namespace, gallery: Any) -> tuple[Any, list[str]]:

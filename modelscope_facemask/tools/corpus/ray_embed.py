@@ -4,12 +4,13 @@ face-row shards, resumable.
 Design: the sources go into a Ray dataset (``ray.data.from_items``); ``map_batches`` runs them on a fixed pool of
 actors (``concurrency=workers``), each holding ONE pipeline built once in ``__init__`` (one GPU per actor when the
 cluster has GPUs) and calling the same embed loop as the single-process command
-(:func:`modelscope_facemask.tools.corpus.embedding_runs.embed_sources`). Actors read and decode the files themselves with the
-pipeline's own loader, so rows and error messages equal ``facemask embed``'s and a bad file becomes an error row
-instead of a failed read task. The driver streams the result blocks and writes shards of about ``shard_images``
+(:func:`modelscope_facemask.tools.corpus.embedding_runs.embed_sources`). Actors read and decode the files themselves
+with the pipeline's own loader, so rows and error messages equal ``facemask embed``'s and a bad file becomes an error
+row instead of a failed read task. The driver streams the result blocks and writes shards of about ``shard_images``
 images atomically into the output folder, so an interrupted run loses at most the shard in progress and a rerun skips
-every source already in a shard. The driver holds the folder's write lock (:mod:`modelscope_facemask.tools.corpus.rows_lock`) for
-the whole run, and checks the model, contract and precision against the rows already there before Ray starts.
+every source already in a shard. The driver holds the folder's write lock
+(:mod:`modelscope_facemask.tools.corpus.rows_lock`) for the whole run, and checks the model, contract and precision
+against the rows already there before Ray starts.
 """
 from __future__ import annotations
 
@@ -196,8 +197,8 @@ def embed_with_ray(spec: EmbedSpec, sources: Sequence[str], out: str | os.PathLi
                    progress: bool = True, on_shard: Callable[[Path], None] | None = None,
                    retry_errors: bool = False) -> RayEmbedSummary:
     """Embed ``sources`` on a Ray actor pool of ``workers`` pipelines into the rows folder ``out`` (Parquet shards,
-    :mod:`modelscope_facemask.tools.corpus.face_rows`); sources already in ``out``'s shards are skipped (compared by resolved
-    path), and with ``retry_errors`` their error rows are removed first so that they are embedded again.
+    :mod:`modelscope_facemask.tools.corpus.face_rows`); sources already in ``out``'s shards are skipped (compared by
+    resolved path), and with ``retry_errors`` their error rows are removed first so that they are embedded again.
 
     The folder's write lock is held for the whole run. Before Ray starts and before anything changes, the rows
     already in ``out`` are checked against ``spec``'s model, contract and precision (:func:`check_folder_model`).
@@ -219,20 +220,11 @@ def _embed_locked(spec: EmbedSpec, sources: Sequence[str], out: str | os.PathLik
                   on_shard: Callable[[Path], None] | None, retry_errors: bool) -> RayEmbedSummary:
     """:func:`embed_with_ray` once the lock is held and the model checked."""
     ray = require("ray", "ray", "embedding with Ray Data")
-    import pyarrow as pa
 
-    from .embedding_runs import recorded_model
-    from .face_rows import (METADATA_KEY, check_same_run, count_images, done_sources, drop_error_rows,
-                            folder_metadata, pending_sources, unique_sources, write_shard)
+    from .face_rows import done_sources, drop_error_rows, folder_metadata, pending_sources, unique_sources
 
     started = time.perf_counter()
-    spec = EmbedSpec(**{**spec.__dict__, "model": recorded_model(spec.model)})
-    if os.path.isdir(spec.model_dir):  # workers may run in another folder
-        spec = EmbedSpec(**{**spec.__dict__, "model_dir": os.path.abspath(spec.model_dir)})
-    for name in ("detector", "engine_dir"):
-        value = getattr(spec, name)
-        if value is not None and os.path.isdir(value):
-            spec = EmbedSpec(**{**spec.__dict__, name: os.path.abspath(value)})
+    spec = _portable_spec(spec)
     retried = drop_error_rows(out, unique_sources(sources)) if retry_errors else []
     pending, skipped = pending_sources(sources, done_sources(out))
     summary = RayEmbedSummary(skipped=skipped, workers=workers, retried=retried)
@@ -244,57 +236,113 @@ def _embed_locked(spec: EmbedSpec, sources: Sequence[str], out: str | os.PathLik
         from ray.data import DataContext
 
         DataContext.get_current().enable_progress_bars = progress
-        cpus, gpus = worker_resources(spec.device, workers, cpus_per_worker)
-        if gpus:
-            spec = EmbedSpec(**{**spec.__dict__, "device": "cuda"})  # Ray gives each actor its own CUDA_VISIBLE_DEVICES
-        spec = EmbedSpec(**{**spec.__dict__, "threads": cpus})
-        batch = max(1, min(spec.batch_size, math.ceil(len(pending) / workers)))  # every worker gets work
-        blocks = max(1, min(math.ceil(len(pending) / batch), MAX_INPUT_BLOCKS))
-        items = [{"source": s, "path": s} for s in pending]  # pending_sources: absolute paths or URLs
-        dataset = ray.data.from_items(items, override_num_blocks=blocks)
-        rows = dataset.map_batches(EmbedActor, fn_constructor_args=(spec,), batch_size=batch, batch_format="numpy",
-                                   compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus)
-        buffered: list[Any] = []
-        buffered_images = 0
-
-        def flush() -> None:
-            nonlocal buffered, buffered_images
-            if buffered:
-                table = pa.concat_tables(buffered)
-                images, faces, errors = count_images(table)
-                path = write_shard(table, out)
-                summary.images, summary.faces, summary.errors = (summary.images + images, summary.faces + faces,
-                                                                 summary.errors + errors)
-                summary.shards.append(path.name)
-                if on_shard is not None:
-                    on_shard(path)
-            buffered, buffered_images = [], 0
-
+        rows = _embedded_rows(ray, spec, pending, workers=workers, cpus_per_worker=cpus_per_worker)
+        writer = _ShardWriter(out, summary, on_shard)
         try:
             for block in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
                 if block.num_rows == 0:
                     continue
                 if not summary.first_result_seconds:
                     summary.first_result_seconds = time.perf_counter() - started
-                    summary.first_result_images = count_images(block)[0]
-                runs = set(block.column(METADATA_COLUMN).unique().to_pylist())
-                metadata = json.loads(min(runs))
-                for other in runs:  # actors on different nodes may differ in device or threads, never in model
-                    check_same_run(metadata, json.loads(other), "a Ray worker's rows")
+                    summary.first_result_images = writer.images_of(block)
+                block, metadata = _with_run_metadata(block, existing, out)
                 if existing is None:
                     existing = metadata
-                check_same_run(metadata, existing, f"the rows already in {str(out)!r}")
-                block = block.drop_columns([METADATA_COLUMN]).replace_schema_metadata(
-                    {METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
-                buffered.append(block)
-                buffered_images += count_images(block)[0]
-                if buffered_images >= shard_images:
-                    flush()
+                writer.add(block, shard_images)
         finally:
-            flush()  # rows of finished images are kept even when the run is interrupted
+            writer.flush()  # rows of finished images are kept even when the run is interrupted
     finally:
         if started_ray:
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary
 
+
+def _portable_spec(spec: EmbedSpec) -> EmbedSpec:
+    """``spec`` with the model recorded as the rows record it and local folders made absolute (workers may run in
+    another folder)."""
+    from .embedding_runs import recorded_model
+
+    spec = EmbedSpec(**{**spec.__dict__, "model": recorded_model(spec.model)})
+    if os.path.isdir(spec.model_dir):
+        spec = EmbedSpec(**{**spec.__dict__, "model_dir": os.path.abspath(spec.model_dir)})
+    for name in ("detector", "engine_dir"):
+        value = getattr(spec, name)
+        if value is not None and os.path.isdir(value):
+            spec = EmbedSpec(**{**spec.__dict__, name: os.path.abspath(value)})
+    return spec
+
+
+def _embedded_rows(ray: Any, spec: EmbedSpec, pending: Sequence[str], *, workers: int,
+                   cpus_per_worker: int | None) -> Any:
+    """The Ray dataset of face-row blocks of ``pending`` (absolute paths or URLs), embedded on a pool of
+    ``workers`` :class:`EmbedActor`; every worker gets work."""
+    cpus, gpus = worker_resources(spec.device, workers, cpus_per_worker)
+    if gpus:
+        spec = EmbedSpec(**{**spec.__dict__, "device": "cuda"})  # Ray gives each actor its own CUDA_VISIBLE_DEVICES
+    spec = EmbedSpec(**{**spec.__dict__, "threads": cpus})
+    batch = max(1, min(spec.batch_size, math.ceil(len(pending) / workers)))  # every worker gets work
+    blocks = max(1, min(math.ceil(len(pending) / batch), MAX_INPUT_BLOCKS))
+    items = [{"source": s, "path": s} for s in pending]  # pending_sources: absolute paths or URLs
+    dataset = ray.data.from_items(items, override_num_blocks=blocks)
+    return dataset.map_batches(EmbedActor, fn_constructor_args=(spec,), batch_size=batch, batch_format="numpy",
+                               compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus)
+
+
+def _with_run_metadata(block: Any, existing: Mapping[str, Any] | None,
+                       out: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+    """(``block`` with its actors' run metadata moved from the rows into the schema, that metadata), after checking
+    that every actor's run and the rows already in ``out`` (``existing``, when there are any) are the same run."""
+    from .face_rows import METADATA_KEY, check_same_run
+
+    runs = set(block.column(METADATA_COLUMN).unique().to_pylist())
+    metadata = json.loads(min(runs))
+    for other in runs:  # actors on different nodes may differ in device or threads, never in model
+        check_same_run(metadata, json.loads(other), "a Ray worker's rows")
+    check_same_run(metadata, metadata if existing is None else existing, f"the rows already in {str(out)!r}")
+    block = block.drop_columns([METADATA_COLUMN]).replace_schema_metadata(
+        {METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
+    return block, metadata
+
+
+class _ShardWriter:
+    """Buffers face-row blocks and writes them as one shard of ``out`` once they hold enough images, counting what
+    it wrote in ``summary``."""
+
+    def __init__(self, out: str | os.PathLike, summary: RayEmbedSummary,
+                 on_shard: Callable[[Path], None] | None) -> None:
+        self.out, self.summary, self.on_shard = out, summary, on_shard
+        self.buffered: list[Any] = []
+        self.buffered_images = 0
+
+    @staticmethod
+    def images_of(block: Any) -> int:
+        """How many images the rows of ``block`` are of."""
+        from .face_rows import count_images
+
+        return count_images(block)[0]
+
+    def add(self, block: Any, shard_images: int) -> None:
+        """Buffer ``block``; write the shard once the buffer holds ``shard_images`` images or more."""
+        self.buffered.append(block)
+        self.buffered_images += self.images_of(block)
+        if self.buffered_images >= shard_images:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered (if anything) as one shard."""
+        import pyarrow as pa
+
+        from .face_rows import count_images, write_shard
+
+        if self.buffered:
+            table = pa.concat_tables(self.buffered)
+            images, faces, errors = count_images(table)
+            path = write_shard(table, self.out)
+            summary = self.summary
+            summary.images, summary.faces, summary.errors = (summary.images + images, summary.faces + faces,
+                                                             summary.errors + errors)
+            summary.shards.append(path.name)
+            if self.on_shard is not None:
+                self.on_shard(path)
+        self.buffered, self.buffered_images = [], 0

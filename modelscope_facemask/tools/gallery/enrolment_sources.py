@@ -28,7 +28,7 @@ import numpy as np
 
 from ...errors import EnrolmentSourceError
 from ..corpus.face_rows import is_url, source_name
-from ...faces.images import IMAGE_SUFFIXES, is_image_entry
+from ...faces.image_sources import IMAGE_SUFFIXES, is_image_entry
 
 
 @dataclass(frozen=True)

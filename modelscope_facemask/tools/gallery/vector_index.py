@@ -41,84 +41,33 @@ Threads: FAISS uses OpenMP with ``OMP_NUM_THREADS`` (default: all cores), indepe
 A single hnsw query runs on one thread (HNSW parallelises over queries; a thread team only adds barrier waits, which
 cost tens of milliseconds on a busy machine).
 Not thread-safe: do not call ``add``/``remove`` while another thread searches.
+
+Pieces: :mod:`.vector_inputs` (checks of the vectors and ids given), :mod:`.bf16_scan` (the ``bf16`` search method),
+:mod:`.index_files` (FAISS itself and the index file); the index kinds, changes and searches are here.
 """
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...support.atomic_files import writing_file
-from ...errors import IndexFileError, VectorInputError
-from ...support.extras import require
+from ...errors import VectorInputError
+from .bf16_scan import RESCORE_MARGIN, bf16_copy, bf16_search  # noqa: F401  (RESCORE_MARGIN re-exported)
+from .index_files import faiss_module, read_index, write_index
+from .vector_inputs import UNIT_TOLERANCE, check_ids, check_rows  # noqa: F401  (UNIT_TOLERANCE re-exported)
 
 logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("auto", "exact", "hnsw")
 SEARCH_METHODS = ("faiss", "bf16")
-RESCORE_MARGIN = 32  # bf16 scan: candidates kept per query beyond k, re-scored in float32
-_SCAN_CHUNK = 65_536  # bf16 scan: stored vectors per matmul (bounds the (queries, chunk) score block)
-_RESCORE_QUERIES = 1_024  # bf16 scan: queries re-scored at a time (bounds the (queries, k + margin, dim) gather)
 EXACT_MAX_VECTORS = 200_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 256
-UNIT_TOLERANCE = 1e-3
 _REMOVED = -1  # id-map entry of a tombstoned (removed) hnsw vector
 _ADD_CHUNK = 65_536
-
-
-def _faiss() -> Any:
-    return require("faiss", "gallery", "the face gallery's vector index")
-
-
-def _check_rows(name: str, array: Any, dim: int | None) -> np.ndarray:
-    """``array`` as a C-contiguous float32 (n, dim) matrix of finite unit rows, or VectorInputError."""
-    if not isinstance(array, np.ndarray):
-        raise VectorInputError(f"{name} must be a numpy array of shape (n, dim), got {type(array).__name__}")
-    if array.ndim != 2:
-        hint = " (one vector: pass vector[None, :])" if array.ndim == 1 else ""
-        raise VectorInputError(f"{name} must be 2-D (n, dim), got shape {array.shape}{hint}")
-    if dim is not None and array.shape[1] != dim:
-        raise VectorInputError(f"{name} has {array.shape[1]} columns but the index holds {dim}-d vectors")
-    if array.shape[1] == 0:
-        raise VectorInputError(f"{name} has shape {array.shape}: vectors need at least one dimension")
-    if array.dtype != np.float32:
-        raise VectorInputError(f"{name} must be float32, got {array.dtype}: pass {name}.astype(np.float32)")
-    array = np.ascontiguousarray(array)
-    for start in range(0, len(array), _ADD_CHUNK):  # chunked: no n-sized temporaries for a million rows
-        chunk = array[start:start + _ADD_CHUNK]
-        finite = np.isfinite(chunk).all(axis=1)
-        if not finite.all():
-            row = start + int(np.flatnonzero(~finite)[0])
-            raise VectorInputError(f"{name} row {row} holds NaN or Inf; only finite unit vectors can be indexed")
-        norms = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
-        off = np.abs(norms - 1.0) > UNIT_TOLERANCE
-        if off.any():
-            row = int(np.flatnonzero(off)[0])
-            raise VectorInputError(f"{name} row {start + row} has L2 norm {norms[row]:.6g}, not 1: inner-product "
-                                   "search needs unit rows; divide each row by its norm")
-    return array
-
-
-def _check_ids(ids: Any, n: int) -> np.ndarray:
-    """``ids`` as a contiguous int64 vector of ``n`` unique non-negative ids, or VectorInputError."""
-    if not isinstance(ids, np.ndarray):
-        raise VectorInputError(f"ids must be a numpy int64 array, got {type(ids).__name__}")
-    if ids.ndim != 1 or len(ids) != n:
-        raise VectorInputError(f"ids must have shape ({n},) (one per vector), got {ids.shape}")
-    if not np.issubdtype(ids.dtype, np.integer):
-        raise VectorInputError(f"ids must be integers (int64), got {ids.dtype}")
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    if n and ids.min() < 0:
-        raise VectorInputError(f"ids must be >= 0, got {int(ids.min())} (negative ids mean 'no result' in searches)")
-    unique, counts = np.unique(ids, return_counts=True)
-    if len(unique) != n:
-        raise VectorInputError(f"ids must be unique, {int(unique[counts > 1][0])} appears {int(counts.max())} times")
-    return ids
 
 
 def _check_kind(kind: str) -> str:
@@ -144,7 +93,7 @@ class VectorIndex:
     @classmethod
     def empty(cls, dim: int, kind: str) -> "VectorIndex":
         """An empty index of ``dim``-d vectors; ``kind`` is "exact" or "hnsw" ("auto" gives exact)."""
-        faiss = _faiss()
+        faiss = faiss_module()
         kind = "exact" if _check_kind(kind) == "auto" else kind
         if kind == "exact":
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -160,7 +109,7 @@ class VectorIndex:
         """Index ``vectors`` (float32 (n, dim) unit rows) under ``ids`` (int64 (n,), unique). ``kind='auto'`` is
         exact up to ``EXACT_MAX_VECTORS`` vectors and hnsw above; "exact" or "hnsw" force one."""
         _check_kind(kind)
-        vectors = _check_rows("vectors", vectors, None)
+        vectors = check_rows("vectors", vectors, None)
         if kind == "auto":
             kind = "exact" if len(vectors) <= EXACT_MAX_VECTORS else "hnsw"
         index = cls.empty(vectors.shape[1], kind)
@@ -178,8 +127,8 @@ class VectorIndex:
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Add ``vectors`` under ``ids`` incrementally (no rebuild). Ids already in the index are refused (nothing
         is added); an id removed earlier may be used again."""
-        vectors = _check_rows("vectors", vectors, self.dim)
-        ids = _check_ids(ids, len(vectors))
+        vectors = check_rows("vectors", vectors, self.dim)
+        ids = check_ids(ids, len(vectors))
         if len(ids) == 0:
             return
         present = np.isin(ids, self._id_map())
@@ -200,7 +149,7 @@ class VectorIndex:
         ids = ids[ids >= 0]
         if len(ids) == 0:
             return 0
-        faiss = _faiss()
+        faiss = faiss_module()
         if self.kind == "exact":
             self._bf16_vectors = None  # removal compacts the stored vectors
             return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
@@ -249,7 +198,7 @@ class VectorIndex:
         Missing results (fewer than ``k`` vectors) are id -1 with score -inf. Runs as ``search_method`` says."""
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise VectorInputError(f"k must be a positive integer, got {k!r}")
-        queries = _check_rows("queries", queries, self.dim)
+        queries = check_rows("queries", queries, self.dim)
         k = int(k)
         if len(queries) == 0:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
@@ -257,7 +206,7 @@ class VectorIndex:
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
         if self._search_method == "bf16":
             return self._bf16_search(queries, k)
-        faiss = _faiss()
+        faiss = faiss_module()
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW()
             params.efSearch = max(k, int(self._graph().hnsw.efSearch))
@@ -282,41 +231,10 @@ class VectorIndex:
 
     def _bf16_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``search`` by a bfloat16 scan of all stored vectors and a float32 re-score of the best ``k + margin``."""
-        import torch
-
         stored = self._stored_vectors()
-        id_map = self._id_map()
         if self._bf16_vectors is None:
-            self._bf16_vectors = torch.from_numpy(stored).to(torch.bfloat16)
-        dead = torch.from_numpy(id_map < 0) if self._removed else None
-        keep = min(k + RESCORE_MARGIN, len(stored))
-        scan = torch.from_numpy(queries).to(torch.bfloat16)
-        best_scores: list[Any] = []
-        best_rows: list[Any] = []
-        with torch.no_grad():
-            for start in range(0, len(stored), _SCAN_CHUNK):
-                block = scan @ self._bf16_vectors[start:start + _SCAN_CHUNK].T
-                if dead is not None:
-                    block[:, dead[start:start + _SCAN_CHUNK]] = -torch.inf
-                values, rows = torch.topk(block, min(keep, block.shape[1]), dim=1)
-                best_scores.append(values)
-                best_rows.append(rows + start)
-            merged, order = torch.topk(torch.cat(best_scores, 1).float(), keep, dim=1)
-            candidates = torch.gather(torch.cat(best_rows, 1), 1, order).numpy()
-        alive = np.isfinite(merged.numpy())
-        scores = np.full((len(queries), k), -np.inf, np.float32)
-        ids = np.full((len(queries), k), -1, np.int64)
-        for start in range(0, len(queries), _RESCORE_QUERIES):
-            part = slice(start, start + _RESCORE_QUERIES)
-            exact = np.einsum("qd,qkd->qk", queries[part], stored[candidates[part]])
-            exact[~alive[part]] = -np.inf
-            order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-            top = np.take_along_axis(exact, order, axis=1)
-            found = np.isfinite(top)
-            width = top.shape[1]
-            scores[part, :width] = top
-            ids[part, :width] = np.where(found, id_map[np.take_along_axis(candidates[part], order, axis=1)], -1)
-        return scores, ids
+            self._bf16_vectors = bf16_copy(stored)
+        return bf16_search(queries, k, stored, self._bf16_vectors, self._id_map(), self._removed > 0)
 
     # ---- inspection -----------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -348,70 +266,24 @@ class VectorIndex:
     # ---- files ----------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the index as one plain FAISS index file (``faiss.read_index`` reads it), atomically."""
-        faiss = _faiss()
-        with writing_file(path) as tmp:  # streamed by FAISS: no in-memory copy of a multi-GB index
-            faiss.write_index(self._index, str(tmp))
+        write_index(self._index, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "VectorIndex":
         """Read an index written by ``save``; IndexFileError if it is missing, corrupt or not such an index."""
-        faiss = _faiss()
-        path = Path(path)
-        fix = "rebuild it (facemask gallery build)"
-        if not path.is_file():
-            state = "is not a file" if path.exists() else "does not exist"
-            raise IndexFileError(f"vector index {str(path)!r} {state}; {fix}")
-        try:
-            with open(path, "rb"):  # a readable file: FAISS's own error for an unreadable one is vaguer
-                pass
-            index = faiss.read_index(str(path))  # streamed: no in-memory copy of a multi-GB file
-        except OSError as error:
-            raise IndexFileError(f"vector index {str(path)!r} cannot be read ({error.strerror or error}); {fix}") \
-                from error
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
-            raise IndexFileError(f"vector index {str(path)!r} is not a readable FAISS index (truncated or corrupt: "
-                                 f"{first}); {fix}") from error
-        return cls._validated(index, path, fix)
-
-    @classmethod
-    def _validated(cls, index: Any, path: Path, fix: str) -> "VectorIndex":
-        """Wrap a just-read FAISS index after checking that it is one this class writes."""
-        faiss = _faiss()
-        where = f"vector index {str(path)!r}"
-        wrapped = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else None
-        if isinstance(index, faiss.IndexIDMap2) and isinstance(wrapped, faiss.IndexFlat):
-            kind, inner = "exact", wrapped
-        elif isinstance(index, faiss.IndexIDMap) and isinstance(wrapped, faiss.IndexHNSWFlat):
-            kind, inner = "hnsw", wrapped
-        else:
-            held = type(index).__name__ + (f"({type(wrapped).__name__})" if wrapped is not None else "")
-            raise IndexFileError(f"{where} holds a {held}, not an exact (IndexIDMap2(IndexFlatIP)) or hnsw "
-                                 f"(IndexIDMap(IndexHNSWFlat)) index; {fix}")
-        if inner.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise IndexFileError(f"{where} uses metric {inner.metric_type}, not inner product; {fix}")
-        if index.d < 1 or inner.d != index.d:
-            raise IndexFileError(f"{where} has inconsistent dimensions ({index.d} vs {inner.d}); {fix}")
-        id_map = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
-        if len(id_map) != index.ntotal or inner.ntotal != index.ntotal:
-            raise IndexFileError(f"{where} holds {inner.ntotal} vectors but {len(id_map)} ids; {fix}")
-        live = id_map[id_map >= 0]
-        if kind == "exact" and len(live) != len(id_map):
-            raise IndexFileError(f"{where} holds negative ids in an exact index; {fix}")
-        if len(np.unique(live)) != len(live):
-            raise IndexFileError(f"{where} holds duplicate ids; {fix}")
+        index, kind = read_index(path)
         return cls(index, kind)
 
     # ---- internals ------------------------------------------------------------------------------------------------
     def _id_map(self) -> np.ndarray:
-        return _faiss().vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+        return faiss_module().vector_to_array(self._index.id_map).astype(np.int64, copy=False)
 
     def _graph(self) -> Any:
-        return _faiss().downcast_index(self._index.index)
+        return faiss_module().downcast_index(self._index.index)
 
     def _stored_vectors(self) -> np.ndarray:
         """A view (no copy) of all stored float32 vectors, tombstoned ones included; valid until the next change."""
-        faiss = _faiss()
+        faiss = faiss_module()
         flat = faiss.downcast_index(self._index.index if self.kind == "exact" else self._graph().storage)
         total = int(flat.ntotal)
         if total == 0:
@@ -421,6 +293,6 @@ class VectorIndex:
 
 def faiss_vectors(flat_index: Any, dim: int) -> np.ndarray:
     """The float32 (ntotal, dim) vectors stored in a FAISS flat index (a copy)."""
-    faiss = _faiss()
+    faiss = faiss_module()
     codes = faiss.vector_to_array(faiss.downcast_index(flat_index).codes)
     return codes.view(np.float32).reshape(-1, dim).copy()

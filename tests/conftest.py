@@ -1,4 +1,9 @@
-"""Shared fixtures: deterministic synthetic weights in the official formats, written once per session."""
+"""Shared fixtures: deterministic synthetic weights in the official formats, written once per session.
+
+Every large file is written once: the folders below are shared by the tests and must not be changed; a test that
+needs a folder of its own takes a :func:`~tests.fixture_data.linked_copy` (large files hard-linked). The constants
+and file helpers are in ``tests/fixture_data.py``.
+"""
 from __future__ import annotations
 
 import os
@@ -14,10 +19,21 @@ from modelscope_facemask.tools.hub.repository_writers import (  # noqa: E402
     write_detector_repo,
     write_facemask_repo,
 )
+from modelscope_facemask.model_files.checkpoints import SAFETENSORS_WEIGHTS, save_state_dict  # noqa: E402
 from modelscope_facemask.nets.retinaface import RESNET50_CONFIG  # noqa: E402
 from modelscope_facemask.tools.demo.synthetic_weights import synthetic_recognizer, synthetic_retinaface  # noqa: E402
 
-SMALL_UNITS = (1, 2, 2, 1)
+from .fixture_data import PACKED_MODEL_ID, SMALL_UNITS, SharedFiles  # noqa: E402
+from .regression.inputs import build_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared_files():
+    """The large files of the session's shared folders, each kept once on disk (identical ones hard-linked);
+    when the session ends, checks that no test wrote into one of them."""
+    shared = SharedFiles()
+    yield shared
+    shared.check()
 
 
 @pytest.fixture(scope="session")
@@ -27,10 +43,12 @@ def full_recognizer_state() -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="session")
-def full_recognizer_dir(tmp_path_factory, full_recognizer_state) -> Path:
-    """A FaceMask model folder in the official layout: configuration.json + pytorch_model.pt."""
-    return write_facemask_repo(tmp_path_factory.mktemp("facemask_full"), full_recognizer_state,
-                               OFFICIAL_MINIMAL_CONFIGURATION)
+def full_recognizer_dir(tmp_path_factory, full_recognizer_state, shared_files) -> Path:
+    """A FaceMask model folder in the official layout: configuration.json + pytorch_model.pt (498 MB), the one copy
+    of the full-size weights the fixtures write: read it, or hard-link it (test_snippet_hub.py does)."""
+    folder = write_facemask_repo(tmp_path_factory.mktemp("facemask_full"), full_recognizer_state,
+                                 OFFICIAL_MINIMAL_CONFIGURATION)
+    return shared_files.share(folder)
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +58,11 @@ def small_recognizer_state() -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="session")
-def r50_detector_dir(tmp_path_factory) -> Path:
+def r50_detector_dir(tmp_path_factory, shared_files) -> Path:
     """A RetinaFace-R50 folder like damo/cv_resnet50_face-detection_retinaface, with deterministic weights."""
     net = synthetic_retinaface(RESNET50_CONFIG, class_head_std=0.05)
-    return write_detector_repo(tmp_path_factory.mktemp("retinaface_r50"), net.state_dict(), RESNET50_CONFIG)
+    return shared_files.share(write_detector_repo(tmp_path_factory.mktemp("retinaface_r50"), net.state_dict(),
+                                                  RESNET50_CONFIG))
 
 
 def asset_or_skip(fetch, *args):
@@ -82,16 +101,33 @@ def mobilenet_detector_dir(tmp_path_factory, mobilenet_state) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
+def small_model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state, shared_files) -> Path:
     """A self-contained repository: our configuration.json, the small recognizer and, in folder ``detector``, the
-    real mobilenet0.25 detector. Shared by several test files: do not modify it."""
-    from modelscope_facemask.tools.hub.repository_writers import facemask_configuration
-    from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
+    real mobilenet0.25 detector; the regression model of ``tests/regression/inputs.py``. Shared by many test files:
+    do not modify it (take a ``linked_copy``)."""
+    return shared_files.share(build_model(tmp_path_factory.mktemp("facemask_small"), small_recognizer_state,
+                                          mobilenet_state))
 
-    folder = tmp_path_factory.mktemp("facemask_small")
-    write_facemask_repo(folder, small_recognizer_state, facemask_configuration(detector="detector", units=SMALL_UNITS))
-    write_detector_repo(folder / "detector", mobilenet_state, MOBILENET025_CONFIG)
-    return folder
+
+@pytest.fixture(scope="session")
+def small_safetensors_file(tmp_path_factory, small_recognizer_state, shared_files) -> Path:
+    """The small recognizer's weights as ``model.safetensors`` (the bytes `facemask pack` writes), alone in a folder.
+    Shared: do not modify it (hard-link it, see ``link_or_copy``)."""
+    path = save_state_dict(small_recognizer_state, tmp_path_factory.mktemp("small_safetensors") / SAFETENSORS_WEIGHTS)
+    shared_files.share(path.parent)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_packed_dir(tmp_path_factory, small_model_dir, small_safetensors_file, shared_files) -> Path:
+    """`facemask pack` of the small model (``--model-id facemask-test/small-hf --untrained``), its weights files
+    hard links to the ones above. Shared by test_hf_hub.py and test_publish_exact_files.py: do not modify it."""
+    from modelscope_facemask.cli import main
+
+    out = tmp_path_factory.mktemp("hf-packed") / "repo"
+    assert main(["pack", "--model", str(small_model_dir), "--out", str(out), "--model-id", PACKED_MODEL_ID,
+                 "--untrained"]) == 0
+    return shared_files.share(out)
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,7 @@ from modelscope_facemask.model_files import assets, registry_files
 from modelscope_facemask.errors import AssetCacheError, AssetError, AssetIntegrityError, AssetUnavailableError
 
 from .conftest import asset_or_skip as _or_skip
-
-PORTRAIT_NAMES = ["person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2"]
+from .fixture_data import PORTRAIT_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,15 @@ from modelscope_facemask.cli import main
 from modelscope_facemask.cli.compare import DEFAULT_THRESHOLD
 from modelscope_facemask.testing.hub_emulator import reset_hub_config
 
-from .regression.inputs import build_model
+from .fixture_data import PORTRAIT_NAMES as NAMES
 
-NAMES = ["person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2"]
 SUBCOMMANDS = [["embed"], ["compare"], ["annotate"], ["evaluate"], ["env"], ["regress"], ["regress", "create"],
                ["regress", "check"], ["pack"], ["publish"], ["demo"]]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
-    return build_model(tmp_path_factory.mktemp("cli-model"), small_recognizer_state, mobilenet_state)
+def model_dir(small_model_dir) -> Path:
+    return small_model_dir  # the regression model of tests/regression/inputs.py, shared: read only
 
 
 @pytest.fixture(scope="module")

@@ -18,22 +18,23 @@ import pytest
 from modelscope_facemask.cli import main
 from modelscope_facemask.model_files.manifest import MANIFEST_FILE
 
-from .regression.inputs import build_model
+from .fixture_data import linked_copy, replace_bytes
 
 RANDOM = np.random.default_rng(7).bytes(4096)
 
 
 def _model_variant(source: Path, folder: Path, change) -> Path:
-    shutil.copytree(source, folder)
+    """A copy of the model folder (weights hard-linked: ``change`` replaces a weights file, never writes into it)."""
+    linked_copy(source, folder)
     change(folder)
     return folder
 
 
 @pytest.fixture(scope="module")
-def bad(tmp_path_factory, small_recognizer_state, mobilenet_state, portraits) -> dict[str, str]:
+def bad(tmp_path_factory, small_model_dir, portraits) -> dict[str, str]:
     """Paths of good and bad inputs, by name (see the cases below)."""
     root = tmp_path_factory.mktemp("bad-inputs")
-    model = build_model(root / "model", small_recognizer_state, mobilenet_state)
+    model = linked_copy(small_model_dir, root / "model")  # the regression model, weights hard-linked
     image = root / "images" / "face.jpg"
     image.parent.mkdir()
     shutil.copy(portraits["person_a_1"], image)
@@ -72,9 +73,9 @@ def bad(tmp_path_factory, small_recognizer_state, mobilenet_state, portraits) ->
         "model_binary_config": config(RANDOM),
         "model_config_dir": config_dir,
         "model_no_weights": lambda f: (f / "pytorch_model.pt").unlink(),
-        "model_bad_weights": lambda f: (f / "pytorch_model.pt").write_bytes(RANDOM),
-        "model_empty_weights": lambda f: (f / "pytorch_model.pt").write_bytes(b""),
-        "model_bad_detector": lambda f: (f / "detector" / "pytorch_model.pt").write_bytes(RANDOM),
+        "model_bad_weights": lambda f: replace_bytes(f / "pytorch_model.pt", RANDOM),
+        "model_empty_weights": lambda f: replace_bytes(f / "pytorch_model.pt", b""),
+        "model_bad_detector": lambda f: replace_bytes(f / "detector" / "pytorch_model.pt", RANDOM),
     }
     paths = {name: str(_model_variant(model, root / name, change)) for name, change in variants.items()}
     (root / "model_empty").mkdir()

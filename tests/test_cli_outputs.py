@@ -18,6 +18,8 @@ import pytest
 from modelscope_facemask.cli import main
 from modelscope_facemask.support.printable import printable, unsafe_characters
 
+from .fixture_data import linked_copy
+
 pytest.importorskip("faiss")
 pytest.importorskip("pyarrow")
 
@@ -218,7 +220,7 @@ def test_an_output_that_is_an_input_or_exists_is_refused_and_nothing_changes(nam
     if "gallery" in wants:
         extra["gallery"] = Path(shutil.copytree(gallery_dir, root / "G_existing"))
     if "model_copy" in wants:
-        extra["model_copy"] = Path(shutil.copytree(small_model_dir, root / "model"))
+        extra["model_copy"] = linked_copy(small_model_dir, root / "model")  # weights hard-linked (only read)
     args, fragment = case(root, photos, _model_args(small_model_dir), **extra)
     before = _snapshot(root)
     code = main([str(a) for a in args])

@@ -30,7 +30,7 @@ from modelscope_facemask.model_files.hub_endpoint import default_endpoint, norma
 from modelscope_facemask.tools.hub.probe import FACEMASK_MODEL_ID, hub_problem, hub_reachable
 from modelscope_facemask.testing.hub_emulator import HubEmulator
 
-SMALL_UNITS = (1, 2, 2, 1)  # a small IResNet of the same code (as in conftest)
+from .fixture_data import SMALL_UNITS
 
 
 def closed_port_endpoint() -> str:

@@ -9,7 +9,6 @@ The bounds are those maxima times about 1.5 (0.14 and 0.065). Run with ``-s`` to
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -22,6 +21,8 @@ from modelscope_facemask.errors import ConfigurationError
 from modelscope_facemask.faces.detector import DetectionSettings, check_det_max_side, network_input_size, resize_factor
 from modelscope_facemask.modelscope_adapters.pipeline import FaceMaskPipeline
 from modelscope_facemask.modelscope_adapters.preprocessor import FaceMaskPreprocessor
+
+from .fixture_data import linked_copy
 
 #: largest box / landmark shift allowed against the default detection, as a fraction of the face's box width
 #: (measured maxima and margin in the module docstring)
@@ -155,8 +156,7 @@ def test_valid_values_accepted() -> None:
 
 
 def _model_copy(small_model_dir: Path, tmp_path: Path, det_max_side) -> Path:
-    folder = tmp_path / "model"
-    shutil.copytree(small_model_dir, folder)
+    folder = linked_copy(small_model_dir, tmp_path / "model")  # weights hard-linked, configuration.json copied
     config_path = folder / "configuration.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config.setdefault("preprocessor", {})["det_max_side"] = det_max_side

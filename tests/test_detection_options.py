@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,11 @@ from modelscope_facemask.modelscope_adapters.pipeline import FaceMaskPipeline
 from modelscope_facemask.modelscope_adapters.preprocessor import FaceMaskPreprocessor
 from modelscope_facemask.tools.regress import embedding_contract
 
+from .fixture_data import linked_copy
+
 
 def _model_copy(small_model_dir: Path, tmp_path: Path, **preprocessor) -> Path:
-    folder = tmp_path / "model"
-    shutil.copytree(small_model_dir, folder)
+    folder = linked_copy(small_model_dir, tmp_path / "model")  # weights hard-linked, configuration.json copied
     path = folder / "configuration.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config.setdefault("preprocessor", {}).update(preprocessor)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 
 import numpy as np
@@ -30,7 +29,7 @@ from modelscope_facemask.errors import ConfigurationError, MissingExtraError
 from modelscope_facemask.faces.recognizer import FaceRecognizer
 from modelscope_facemask.nets.iresnet import IResNet
 
-from .conftest import SMALL_UNITS
+from .fixture_data import SMALL_UNITS, linked_copy
 
 EXPORTED = ("onnxruntime", "openvino")
 BOX_PX = 0.01
@@ -39,12 +38,14 @@ SCORE_ABS = 1e-5
 
 
 @pytest.fixture(scope="module")
-def engine_cache(tmp_path_factory):
-    """A private engine cache for this module (the user's cache is never touched)."""
+def engine_cache(tmp_path_factory, shared_files):
+    """A private engine cache for this module (the user's cache is never touched). Afterwards its graphs, the bytes
+    `facemask export` writes for the same weights (test_export.py), are kept once on disk."""
     folder = tmp_path_factory.mktemp("engine_cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FACEMASK_ENGINE_CACHE", str(folder))
         yield folder
+    shared_files.share(folder)
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +125,7 @@ def test_engine_runs_are_logged_with_their_graph_files(small_model_dir, engine_c
 
 
 def test_engine_from_configuration_and_cli(small_model_dir, engine_cache, pipes, tmp_path, portraits, capsys):
-    folder = tmp_path / "model"
-    shutil.copytree(small_model_dir, folder)
+    folder = linked_copy(small_model_dir, tmp_path / "model")  # weights hard-linked, configuration.json copied
     config = json.loads((folder / "configuration.json").read_text())
     config.setdefault("model", {})["engine"] = "onnxruntime"
     (folder / "configuration.json").write_text(json.dumps(config))
@@ -149,8 +149,7 @@ def test_bad_engine_values_are_refused_everywhere(small_model_dir, tmp_path, val
         check_engine(value)
     with pytest.raises(ConfigurationError, match="engine must be one of"):
         FaceMaskPipeline(str(small_model_dir), device="cpu", engine=value)
-    folder = tmp_path / "model"
-    shutil.copytree(small_model_dir, folder)
+    folder = linked_copy(small_model_dir, tmp_path / "model")  # weights hard-linked, configuration.json copied
     config = json.loads((folder / "configuration.json").read_text())
     config.setdefault("model", {})["engine"] = value
     (folder / "configuration.json").write_text(json.dumps(config))

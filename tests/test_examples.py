@@ -20,10 +20,11 @@ import pytest
 from modelscope_facemask.tools.hub.probe import FACEMASK_MODEL_ID
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment
-from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_detector_repo, write_facemask_repo
+from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_detector_repo
+
+from .fixture_data import DETECTOR_FOLDER, SMALL_UNITS, linked_copy, linked_facemask_repo
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SMALL_UNITS = (1, 2, 2, 1)  # a small IResNet of the same code (as in conftest)
 SIMILARITY = re.compile(r"Face cosine similarity=(-?\d\.\d{3}), img1:(.+?)  img2:(.+)$", re.M)
 
 
@@ -67,12 +68,12 @@ def offline_env(tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def small_model_files(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
-    """A self-contained small FaceMask repo: the real mobilenet0.25 detector in a folder inside it."""
+def small_model_files(tmp_path_factory, small_model_dir, mobilenet_state) -> Path:
+    """A self-contained small FaceMask repo (recognizer weights hard-linked): the real mobilenet0.25 detector in a
+    folder inside it."""
     folder = tmp_path_factory.mktemp("small_facemask")
-    write_facemask_repo(folder, small_recognizer_state,
-                        facemask_configuration(detector="retinaface_mobilenet0.25", units=SMALL_UNITS))
-    write_detector_repo(folder / "retinaface_mobilenet0.25", mobilenet_state, MOBILENET025_CONFIG)
+    linked_facemask_repo(folder, small_model_dir, facemask_configuration(detector=DETECTOR_FOLDER, units=SMALL_UNITS))
+    write_detector_repo(folder / DETECTOR_FOLDER, mobilenet_state, MOBILENET025_CONFIG)
     return folder
 
 
@@ -136,10 +137,8 @@ def test_compare_reports_missing_faces_and_folders(small_model_files, tmp_path, 
 
 def test_snippet_with_a_reachable_hub(small_model_files, portraits, tmp_path):
     """The hub-id path: probe, then ModelScope's own download and pipeline, against the loopback emulator."""
-    files = {p.relative_to(small_model_files).as_posix(): p.read_bytes()
-             for p in small_model_files.rglob("*") if p.is_file()}
     with HubEmulator(tmp_path / "hub") as hub:
-        hub.add_repo(FACEMASK_MODEL_ID, files)
+        linked_copy(small_model_files, hub.repo_dir(FACEMASK_MODEL_ID))  # the emulator only reads its files
         env = hub_environment(hub, tmp_path / "ms-cache", tmp_path / "ms-home")
         done, _ = run_example("snippet.py", str(portraits["person_b_1"]), str(portraits["person_b_2"]), env=env)
         paths = [r.path for r in hub.requests]

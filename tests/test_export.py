@@ -35,7 +35,7 @@ from modelscope_facemask.nets.iresnet import IResNet
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RetinaFace
 from modelscope_facemask.version import __version__
 
-from .conftest import SMALL_UNITS
+from .fixture_data import SMALL_UNITS, linked_copy
 
 RAW_ABS = 3e-4
 FILES = {"onnx": ["detector.onnx", "manifest.json", "recognizer.onnx"],
@@ -58,11 +58,14 @@ def listing(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def exported(small_model_dir, tmp_path_factory):
-    """``facemask export`` of the small model in both formats: {format: (folder, exit code, stdout)}."""
+def exported(small_model_dir, tmp_path_factory, shared_files):
+    """``facemask export`` of the small model in both formats: {format: (folder, exit code, stdout)}. Read only: the
+    graphs are kept once on disk (the engine cache of test_engines.py holds the same bytes)."""
     root = tmp_path_factory.mktemp("exported")
-    return {fmt: (root / fmt, *run_cli("export", "--format", fmt, "--model", str(small_model_dir), "--out",
-                                       str(root / fmt))[:2]) for fmt in ("onnx", "openvino")}
+    result = {fmt: (root / fmt, *run_cli("export", "--format", fmt, "--model", str(small_model_dir), "--out",
+                                         str(root / fmt))[:2]) for fmt in ("onnx", "openvino")}
+    shared_files.share(root)
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -331,8 +334,7 @@ def test_export_out_never_replaces_what_it_did_not_write(exported, small_model_d
         code, _, err = run_cli(*base, str(foreign), *force)
         assert code == 2 and "refusing to" in err and "manifest.json" in err
     assert listing(foreign) == {"notes.txt": sha256(foreign / "notes.txt")}
-    earlier = tmp_path / "earlier"
-    shutil.copytree(exported["onnx"][0], earlier)
+    earlier = linked_copy(exported["onnx"][0], tmp_path / "earlier")  # graphs hard-linked: replaced, never written
     code, _, err = run_cli(*base, str(earlier))
     assert code == 2 and "pass --force to replace it" in err
     (earlier / "extra.txt").write_text("x")

@@ -17,15 +17,13 @@ from modelscope_facemask.errors import FaceRowsError
 from modelscope_facemask.tools.corpus.face_rows import (METADATA_KEY, done_sources, drop_error_rows, face_rows, read_face_rows,
                                            rows_metadata, write_face_rows, write_shard)
 
-from .regression.inputs import build_model
-
 METADATA = {"model": "test/model", "weights": {"recognizer": {"sha256": "a" * 64}}, "contract_sha256": "b" * 64,
             "precision": "fp32"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
-    return build_model(tmp_path_factory.mktemp("rows-model"), small_recognizer_state, mobilenet_state)
+def model_dir(small_model_dir) -> Path:
+    return small_model_dir  # the regression model of tests/regression/inputs.py, shared: read only
 
 
 @pytest.fixture(scope="module")

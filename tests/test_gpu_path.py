@@ -20,7 +20,8 @@ from modelscope_facemask.faces.padded_batches import bucket_sizes
 from modelscope_facemask.faces.postprocess import nms, postprocess_detections
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RetinaFace
 
-PORTRAITS = ["person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2"]
+from .fixture_data import PORTRAIT_NAMES as PORTRAITS
+
 VARIANCE = MOBILENET025_CONFIG.variance
 
 

@@ -23,20 +23,18 @@ from modelscope_facemask.model_files.model_folders import hf_model_dir
 from modelscope_facemask.testing.hf_hub_emulator import (HfHubEmulator, hf_environment, patch_hf_constants,
                                                          validate_card_metadata)
 
-from .regression.inputs import build_model
+from .fixture_data import DETECTOR_FOLDER, OUTPUT_KEYS, PACKED_MODEL_ID
 
 TOKEN = "hf_EmulatorOnlySecret0123456789"
-REPO = "facemask-test/small-hf"
-DETECTOR_FOLDER = "retinaface_mobilenet0.25"
+REPO = PACKED_MODEL_ID
 LFS_FILES = {TORCH_WEIGHTS, SAFETENSORS_WEIGHTS, f"{DETECTOR_FOLDER}/{TORCH_WEIGHTS}"}
 
 
 @pytest.fixture(scope="module")
-def packed(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
-    source = build_model(tmp_path_factory.mktemp("hf-source"), small_recognizer_state, mobilenet_state)
-    out = tmp_path_factory.mktemp("hf-packed") / "repo"
-    assert main(["pack", "--model", str(source), "--out", str(out), "--model-id", REPO, "--untrained"]) == 0
-    return out
+def packed(small_packed_dir) -> Path:
+    """`facemask pack --model-id REPO --untrained` of the small model, made once per session (conftest.py): read
+    only."""
+    return small_packed_dir
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +140,7 @@ def test_publish_round_trip_and_pipeline(packed, published, emulator, hf_env, po
     assert Path(remote.preprocessor.detector.weights_file).parent == folder / DETECTOR_FOLDER  # from the snapshot
     for a, b in zip(remote(photos), local(photos)):
         assert a["img_embedding"].shape[0] >= 1
-        for key in ("img_embedding", "scores", "boxes", "keypoints"):
+        for key in OUTPUT_KEYS:
             assert np.array_equal(a[key], b[key])
 
     # --model hf://... in the CLI: the same snapshot, no new download of weights

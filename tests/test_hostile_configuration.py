@@ -17,7 +17,7 @@ from modelscope_facemask.modelscope_adapters.model import FaceMaskModel
 from modelscope_facemask.nets import iresnet, retinaface
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RESNET50_CONFIG, RetinaFaceConfig
 
-from .conftest import SMALL_UNITS
+from .fixture_data import SMALL_UNITS
 
 
 def _folder_with(tmp_path: Path, configuration: dict, weights: Path) -> Path:

@@ -21,17 +21,18 @@ import torch
 from modelscope_facemask.model_files.checkpoints import TORCH_WEIGHTS
 from modelscope_facemask.errors import CheckpointError, FaceMaskError, HubDownloadError, ModelSourceError
 from modelscope_facemask.model_files.model_folders import local_model_dir
-from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_facemask_repo
+from modelscope_facemask.tools.hub.repository_writers import facemask_configuration
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment, reset_hub_config
 
-from .conftest import SMALL_UNITS
+from .fixture_data import SMALL_UNITS, linked_facemask_repo
 
 MODEL_ID = "facemask-test/faulty-model"
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch, small_recognizer_state):
-    """An emulator holding MODEL_ID (small recognizer), the process pointed at it, ModelScope's retries shortened."""
+def hub(tmp_path, monkeypatch, small_model_dir):
+    """An emulator holding MODEL_ID (small recognizer, its weights hard-linked: the emulator only reads them), the
+    process pointed at it, ModelScope's retries shortened."""
     import modelscope_hub._download as download
     import modelscope_hub._legacy_api as legacy
 
@@ -40,8 +41,7 @@ def hub(tmp_path, monkeypatch, small_recognizer_state):
     monkeypatch.setattr(download, "DOWNLOAD_INTEGRITY_RETRY_BACKOFF", 0.0)
     monkeypatch.setattr(legacy, "REPO_TREE_PAGE_RETRY_MAX_DELAY_SECONDS", 0)
     with HubEmulator(tmp_path / "hub-root") as emulator:
-        write_facemask_repo(emulator.repo_dir(MODEL_ID), small_recognizer_state,
-                            facemask_configuration(units=SMALL_UNITS))
+        linked_facemask_repo(emulator.repo_dir(MODEL_ID), small_model_dir, facemask_configuration(units=SMALL_UNITS))
         for key, value in hub_environment(emulator, tmp_path / "ms-cache", tmp_path / "ms-home").items():
             monkeypatch.setenv(key, value)
         reset_hub_config()

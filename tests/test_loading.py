@@ -25,7 +25,8 @@ from modelscope_facemask.errors import CheckpointError
 from modelscope_facemask.faces.detector import FaceDetector
 from modelscope_facemask.modelscope_adapters.model import FaceMaskModel
 from modelscope_facemask.nets.iresnet import IResNet
-from tests.conftest import SMALL_UNITS
+
+from .fixture_data import SMALL_UNITS, link_or_copy
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps (Linux)")
 
@@ -71,13 +72,15 @@ def plain_embeddings(weights: Path, crops: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(params=[TORCH_WEIGHTS, SAFETENSORS_WEIGHTS])
-def model_folder(request, tmp_path, small_model_dir) -> Path:
-    """A copy of the small recognizer's folder with its weights as ``pytorch_model.pt`` or ``model.safetensors``."""
+def model_folder(request, tmp_path, small_model_dir, small_safetensors_file) -> Path:
+    """A copy of the small recognizer's folder with its weights as ``pytorch_model.pt`` or ``model.safetensors``: a
+    hard link to the session's file of those bytes (what save_state_dict writes for the state), never written into
+    (a test that changes it replaces it: save_state_dict renames a new file into place)."""
     folder = tmp_path / "model"
     folder.mkdir()
     shutil.copy(small_model_dir / CONFIGURATION_FILE, folder / CONFIGURATION_FILE)
-    state = torch.load(str(small_model_dir / TORCH_WEIGHTS), weights_only=True)
-    save_state_dict(state, folder / request.param)
+    source = small_model_dir / TORCH_WEIGHTS if request.param == TORCH_WEIGHTS else small_safetensors_file
+    link_or_copy(source, folder / request.param)
     return folder
 
 

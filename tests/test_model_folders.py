@@ -17,6 +17,8 @@ from modelscope_facemask.model_files.model_folders import is_hub_id, local_model
 from modelscope_facemask.tools.hub.repository_writers import OFFICIAL_MINIMAL_CONFIGURATION, write_json
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment, reset_hub_config
 
+from .fixture_data import linked_copy
+
 OFFICIAL = json.dumps(OFFICIAL_MINIMAL_CONFIGURATION)
 
 
@@ -230,8 +232,7 @@ def listed_copy(tmp_path, small_model_dir) -> Path:
     """A copy of the small model with a manifest.json listing its files, as `facemask pack` writes one."""
     from modelscope_facemask.model_files.manifest import write_manifest
 
-    folder = tmp_path / "listed"
-    shutil.copytree(small_model_dir, folder)
+    folder = linked_copy(small_model_dir, tmp_path / "listed")  # weights hard-linked: tests add files, never write
     write_manifest(folder)
     return folder
 

@@ -14,7 +14,7 @@ from modelscope_facemask.nets.iresnet import IResNet, iresnet286
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RESNET50_CONFIG, RetinaFace
 from modelscope_facemask.tools.demo.synthetic_weights import smooth_images, synthetic_retinaface
 
-from .conftest import SMALL_UNITS
+from .fixture_data import SMALL_UNITS
 from .reference_models import reference_embedding, reference_iresnet
 from .reference_retinaface import build_reference_retinaface
 

@@ -15,9 +15,9 @@ from modelscope.utils.constant import Tasks
 
 from modelscope_facemask.errors import EmbeddingError, FaceMaskError
 
+from .fixture_data import OUTPUT_KEYS as KEYS
 
 FAULTS = {"nan": float("nan"), "inf": float("inf"), "zero": 0.0}
-KEYS = (OutputKeys.IMG_EMBEDDING, OutputKeys.SCORES, OutputKeys.BOXES, OutputKeys.KEYPOINTS)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from modelscope_facemask.faces.recognizer import FaceRecognizer
 from modelscope_facemask.nets.iresnet import IResNet
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RetinaFace
 
-from .conftest import SMALL_UNITS
+from .fixture_data import SMALL_UNITS
 
 ERRORS = {
     "cuda": lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,26 +26,26 @@ from modelscope_facemask.tools.hub.publish import compare_remote, upload_plan
 from modelscope_facemask.testing.hub_emulator import reset_hub_config
 from modelscope_facemask.tools.hub.token_scrubbing import scrub_token, token_forms
 
-from .regression.inputs import build_model
+from .fixture_data import DETECTOR_FOLDER, OUTPUT_KEYS, SMALL_UNITS, linked_copy, linked_facemask_repo, replace_bytes
 from .test_hub_emulator import TOKEN, hub  # noqa: F401  (the token-protected emulator fixture)
 
-DETECTOR_FOLDER = "retinaface_mobilenet0.25"
+
+@pytest.fixture(scope="module")
+def model_dir(small_model_dir) -> Path:
+    return small_model_dir  # the regression model of tests/regression/inputs.py, shared: read only
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
-    return build_model(tmp_path_factory.mktemp("pack-source"), small_recognizer_state, mobilenet_state)
-
-
-@pytest.fixture(scope="module")
-def packed(model_dir, tmp_path_factory) -> Path:
+def packed(model_dir, tmp_path_factory, small_safetensors_file, shared_files) -> Path:
+    """The small model packed; its weights files are then hard links to the session's identical ones (read only:
+    a test that changes the folder takes a linked_copy)."""
     out = tmp_path_factory.mktemp("packed") / "repo"
     evaluation = tmp_path_factory.mktemp("eval") / "eval.json"
     result = evaluate_similarities([0.9, 0.7, 0.4, 0.3, 0.35], [True, True, False, False, True])
     evaluation.write_text(json.dumps({"pairs_file": "pairs.csv", "evaluation": result.to_dict()}))
     assert main(["pack", "--model", str(model_dir), "--out", str(out), "--model-id", "facemask-test/small",
                  "--untrained", "--evaluation", str(evaluation)]) == 0
-    return out
+    return shared_files.share(out)
 
 
 @pytest.fixture(scope="module")
@@ -91,20 +90,19 @@ def test_packed_folder_gives_the_source_embeddings(packed, model_dir, photo_list
     source = FaceMaskPipeline(str(model_dir), device="cpu")(photo_list)
     repacked = FaceMaskPipeline(str(packed), device="cpu")(photo_list)
     for a, b in zip(source, repacked):
-        for key in ("img_embedding", "scores", "boxes", "keypoints"):
+        for key in OUTPUT_KEYS:
             assert np.array_equal(a[key], b[key])
 
 
 @pytest.mark.parametrize("corrupt", [SAFETENSORS_WEIGHTS, f"{DETECTOR_FOLDER}/{TORCH_WEIGHTS}", "configuration.json"])
 def test_loading_verifies_the_manifest(packed, tmp_path, corrupt, photo_list, capsys):
-    copy = tmp_path / "repo"
-    shutil.copytree(packed, copy)
+    copy = linked_copy(packed, tmp_path / "repo")
     data = bytearray((copy / corrupt).read_bytes())
     if corrupt == "configuration.json":
         data += b" "  # still valid JSON, one byte longer
     else:
         data[len(data) // 2] ^= 0x01  # same size, one bit off
-    (copy / corrupt).write_bytes(bytes(data))
+    replace_bytes(copy / corrupt, bytes(data))  # a new file: the linked original keeps its bytes
     with pytest.raises(CheckpointError, match=f"{copy / corrupt}.* is corrupted"):
         FaceMaskPipeline(str(copy), device="cpu")
     assert main(["embed", photo_list[0], "--model", str(copy), "--device", "cpu"]) == 2
@@ -113,21 +111,21 @@ def test_loading_verifies_the_manifest(packed, tmp_path, corrupt, photo_list, ca
 
 
 def test_manifest_is_checked_for_a_relative_model_path(packed, tmp_path, monkeypatch):
-    shutil.copytree(packed, tmp_path / "repo")
+    linked_copy(packed, tmp_path / "repo")
     target = tmp_path / "repo" / DETECTOR_FOLDER / TORCH_WEIGHTS
     data = bytearray(target.read_bytes())
     data[-100] ^= 0x01
-    target.write_bytes(bytes(data))
+    replace_bytes(target, bytes(data))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match=f"'repo/{DETECTOR_FOLDER}/{TORCH_WEIGHTS}' is corrupted: sha256"):
         FaceMaskPipeline("repo", device="cpu")
 
 
-def test_pack_puts_a_given_detector_inside(tmp_path, small_recognizer_state, mobilenet_detector_dir, photo_list):
-    from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_facemask_repo
+def test_pack_puts_a_given_detector_inside(tmp_path, small_model_dir, mobilenet_detector_dir, photo_list):
+    from modelscope_facemask.tools.hub.repository_writers import facemask_configuration
 
-    source = write_facemask_repo(tmp_path / "source", small_recognizer_state,  # the detector named by hub id
-                                 facemask_configuration(units=(1, 2, 2, 1)))
+    source = linked_facemask_repo(tmp_path / "source", small_model_dir,  # the detector named by hub id
+                                  facemask_configuration(units=SMALL_UNITS))
     out = tmp_path / "packed"
     assert main(["pack", "--model", str(source), "--detector", str(mobilenet_detector_dir), "--out", str(out)]) == 0
     config = json.loads((out / "configuration.json").read_text())
@@ -233,8 +231,7 @@ def test_pack_force_refuses_a_changed_output(model_dir, tmp_path, name, capsys):
 def test_pack_force_replaces_an_unchanged_output_atomically(model_dir, packed, tmp_path, monkeypatch, capsys):
     import modelscope_facemask.tools.hub.pack as pack
 
-    out = tmp_path / "repo"
-    shutil.copytree(packed, out)
+    out = linked_copy(packed, tmp_path / "repo")
     before = _tree(out)
 
     def broken_check(folder, state):
@@ -277,8 +274,7 @@ def test_publish_usage_errors(packed, tmp_path, monkeypatch, capsys):
     assert main(["publish", str(packed), "--model-id", "not-an-id", "--dry-run"]) == 2
     assert main(["publish", str(tmp_path), "--model-id", "a/b", "--dry-run"]) == 2
     assert f"has no {MANIFEST_FILE}" in capsys.readouterr().err
-    copy = tmp_path / "repo"
-    shutil.copytree(packed, copy)
+    copy = linked_copy(packed, tmp_path / "repo")
     (copy / "notes.txt").write_text("not packed")
     assert main(["publish", str(copy), "--model-id", "a/b", "--dry-run"]) == 2
     assert "files its manifest does not list (notes.txt)" in capsys.readouterr().err
@@ -321,7 +317,7 @@ def test_pack_publish_then_pipeline_by_hub_id(hub, packed, photo_list, capsys):
     assert type(remote).__name__ == "FaceMaskPipeline"
     assert Path(remote.model.model_dir).is_relative_to(Path(os.environ["MODELSCOPE_CACHE"]))
     for a, b in zip(remote(photo_list), local(photo_list)):
-        for key in ("img_embedding", "scores", "boxes", "keypoints"):
+        for key in OUTPUT_KEYS:
             assert np.array_equal(a[key], b[key])
 
     # publishing again is idempotent: nothing changes on the hub, verification passes

@@ -19,8 +19,8 @@ from modelscope_facemask import FaceMaskPipeline, FaceMaskPreprocessor
 from modelscope_facemask.errors import ConfigurationError, UnknownOptionError
 from modelscope_facemask.faces.images import load_image
 
+from .fixture_data import OUTPUT_KEYS as KEYS
 
-KEYS = (OutputKeys.IMG_EMBEDDING, OutputKeys.SCORES, OutputKeys.BOXES, OutputKeys.KEYPOINTS)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from modelscope_facemask.metainfo import Models, Pipelines, Preprocessors
 from modelscope_facemask.tools.hub.repository_writers import facemask_configuration
 from modelscope_facemask.tools.demo.synthetic_weights import smooth_images
 
-from .conftest import SMALL_UNITS
+from .fixture_data import SMALL_UNITS
 from .reference_models import reference_face_embeddings, reference_iresnet
 
 

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from modelscope.models.cv.face_detection.retinaface.detection import RetinaFaceDetection
-from modelscope.models.cv.face_detection.retinaface.models.retinaface import RetinaFace as ReferenceRetinaFace
 from modelscope.models.cv.face_detection.retinaface.utils import PriorBox, decode, decode_landm, py_cpu_nms
 
 from modelscope_facemask.faces.anchors import prior_boxes
 from modelscope_facemask.faces.postprocess import decode_boxes, decode_landmarks, nms, postprocess_detections
+
+from .fixture_data import link_or_copy
 
 R50_MODELS = {
     "name": "Resnet50", "pretrain": False, "return_layers": {"layer2": 1, "layer3": 2, "layer4": 3},
@@ -123,12 +124,12 @@ class FixedHeads(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def reference_detector(tmp_path_factory) -> RetinaFaceDetection:
-    """ModelScope's RetinaFaceDetection built from a folder with the R50 configuration and its own random weights."""
+def reference_detector(tmp_path_factory, r50_detector_dir) -> RetinaFaceDetection:
+    """ModelScope's RetinaFaceDetection built from a folder with the R50 configuration and the session's synthetic
+    R50 weights (hard-linked; any R50 weights do: each test replaces the network by fixed heads)."""
     folder = tmp_path_factory.mktemp("reference_r50")
     (folder / "configuration.json").write_text(json.dumps({"framework": "pytorch", "models": R50_MODELS}))
-    torch.manual_seed(0)
-    torch.save(ReferenceRetinaFace(cfg=R50_MODELS).state_dict(), folder / "pytorch_model.pt")
+    link_or_copy(r50_detector_dir / "pytorch_model.pt", folder / "pytorch_model.pt")
     return RetinaFaceDetection(str(folder / "pytorch_model.pt"), device="cpu")
 
 

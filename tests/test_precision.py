@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 
 import numpy as np
 import pytest
@@ -29,7 +28,7 @@ from modelscope_facemask.modelscope_adapters.model import FaceMaskModel
 from modelscope_facemask.nets.iresnet import IResNet
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG, RetinaFace
 
-from .conftest import SMALL_UNITS
+from .fixture_data import SMALL_UNITS, linked_copy
 
 BAD_VALUES = ["fp64", 16, "FP16 ", "bf16 ", "float16", torch.float16, "", True]
 
@@ -177,8 +176,7 @@ def test_info_line_names_fp32_by_default(small_model_dir, caplog):
 
 
 def test_configuration_key_and_keyword_override(small_model_dir, tmp_path):
-    folder = tmp_path / "bf16_model"
-    shutil.copytree(small_model_dir, folder)
+    folder = linked_copy(small_model_dir, tmp_path / "bf16_model")  # weights hard-linked, configuration.json copied
     config = json.loads((folder / "configuration.json").read_text())
     config["model"]["precision"] = "bf16"
     (folder / "configuration.json").write_text(json.dumps(config))

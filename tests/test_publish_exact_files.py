@@ -24,7 +24,7 @@ from modelscope_facemask.tools.hub.publish import PublishError, staged_upload, u
 from modelscope_facemask.testing.hf_hub_emulator import HfHubEmulator, hf_environment, patch_hf_constants
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment, reset_hub_config
 
-from .test_hf_hub import packed  # noqa: F401  (the packed folder fixture, shared)
+from .test_hf_hub import packed  # noqa: F401  (the packed folder fixture, one per session)
 
 MS_TOKEN = "emulator-token-exact"
 HF_TOKEN = "hf_EmulatorOnlyExactFiles0123456"

@@ -16,8 +16,6 @@ import torch
 from modelscope_facemask.cli import main
 from modelscope_facemask.tools.corpus.face_rows import read_face_rows, rows_metadata
 
-from .regression.inputs import build_model
-
 
 @pytest.fixture(scope="module")
 def local_ray():
@@ -29,8 +27,8 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
-    return build_model(tmp_path_factory.mktemp("ray-model"), small_recognizer_state, mobilenet_state)
+def model_dir(small_model_dir) -> Path:
+    return small_model_dir  # the regression model of tests/regression/inputs.py, shared: read only
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from modelscope_facemask.faces.align import ARCFACE_TEMPLATE, alignment_error, s
 from modelscope_facemask.faces.detector import FaceDetector
 from modelscope_facemask.faces.images import load_image
 
-PORTRAITS = ["person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2"]
+from .fixture_data import PORTRAIT_NAMES as PORTRAITS
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,15 @@ from modelscope_facemask.tools.regress import (
     load_reference,
 )
 
-from .regression.inputs import DETECTOR_DIR, build_model
+from .fixture_data import DETECTOR_DIR, linked_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "regression" / "reference.npz"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_recognizer_state, mobilenet_state) -> Path:
-    return build_model(tmp_path_factory.mktemp("regress-model"), small_recognizer_state, mobilenet_state)
+def model_dir(small_model_dir) -> Path:
+    return small_model_dir  # the regression model of tests/regression/inputs.py, shared: read only
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,10 @@ def _check(model: Path, images: Path, *extra: str, reference: Path = REFERENCE) 
 
 
 def _perturbed(model_dir: Path, tmp_path: Path, weights: str, key: str, change) -> Path:
-    """A copy of the model with ``change`` applied to every tensor whose name matches ``key`` (a glob)."""
+    """A copy of the model with ``change`` applied to every tensor whose name matches ``key`` (a glob); the changed
+    weights file is a new file (save_state_dict renames it into place), the linked original keeps its bytes."""
     copy = tmp_path / "perturbed"
-    shutil.copytree(model_dir, copy)
+    linked_copy(model_dir, copy)
     state = read_state_dict(copy / weights)
     matched = [k for k in state if fnmatch.fnmatchcase(k, key)]
     assert matched, key
@@ -150,7 +151,7 @@ def test_tolerance_options_override(model_dir, images, tmp_path, capsys):
 
 def test_contract_change_warns(model_dir, images, tmp_path, capsys):
     copy = tmp_path / "model"
-    shutil.copytree(model_dir, copy)
+    linked_copy(model_dir, copy)
     config = json.loads((copy / "configuration.json").read_text())
     config["preprocessor"]["min_face_size"] = 12.0  # the portraits' faces are far larger: same outputs
     (copy / "configuration.json").write_text(json.dumps(config))
@@ -161,7 +162,7 @@ def test_contract_change_warns(model_dir, images, tmp_path, capsys):
 
 def test_det_max_side_is_part_of_the_contract(model_dir, images, tmp_path, capsys):
     copy = tmp_path / "model"
-    shutil.copytree(model_dir, copy)
+    linked_copy(model_dir, copy)
     config = json.loads((copy / "configuration.json").read_text())
     config["preprocessor"]["det_max_side"] = 2000  # the portraits are smaller: no resizing either way, same outputs
     (copy / "configuration.json").write_text(json.dumps(config))
@@ -381,7 +382,7 @@ def test_non_finite_current_outputs_are_failures(model_dir, images, tmp_path, ca
 @pytest.fixture(scope="module")
 def no_detection_model(model_dir, tmp_path_factory) -> Path:
     copy = tmp_path_factory.mktemp("use-det-false") / "model"
-    shutil.copytree(model_dir, copy)
+    linked_copy(model_dir, copy)
     config = json.loads((copy / "configuration.json").read_text())
     config["preprocessor"]["use_det"] = False
     (copy / "configuration.json").write_text(json.dumps(config))

@@ -20,13 +20,9 @@ import pytest
 from modelscope_facemask.faces.images import load_image
 from modelscope_facemask.nets.retinaface import MOBILENET025_CONFIG
 from modelscope_facemask.testing.hub_emulator import HubEmulator, hub_environment
-from modelscope_facemask.tools.hub.repository_writers import (
-    facemask_configuration,
-    write_detector_repo,
-    write_facemask_repo,
-)
+from modelscope_facemask.tools.hub.repository_writers import facemask_configuration, write_detector_repo
 
-from .conftest import SMALL_UNITS
+from .fixture_data import SMALL_UNITS, linked_facemask_repo
 from .reference_models import reference_face_embeddings, reference_iresnet
 
 MODEL_ID = "damo/cv_resnet_face-recognition_facemask"
@@ -89,10 +85,12 @@ def official_hub(tmp_path_factory, full_recognizer_dir, r50_detector_dir):
 
 
 @pytest.fixture(scope="module")
-def our_card_hub(tmp_path_factory, small_recognizer_state, mobilenet_state):
-    """(b) this project's configuration.json, small recognizer, detector named by hub id (real mobilenet0.25)."""
+def our_card_hub(tmp_path_factory, small_model_dir, mobilenet_state):
+    """(b) this project's configuration.json, small recognizer (weights hard-linked), detector named by hub id (real
+    mobilenet0.25)."""
     root = tmp_path_factory.mktemp("hub_ours")
-    write_facemask_repo(root / MODEL_ID, small_recognizer_state, facemask_configuration(detector=MOBILENET_ID, units=SMALL_UNITS))
+    linked_facemask_repo(root / MODEL_ID, small_model_dir,
+                         facemask_configuration(detector=MOBILENET_ID, units=SMALL_UNITS))
     write_detector_repo(root / MOBILENET_ID, mobilenet_state, MOBILENET025_CONFIG)
     return root
 

@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="damo/cv_resnet_face-recognition_facemask",
                         help="hub id or local model folder (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=None, help="similarity at or above which: same person")
-    parser.add_argument("--device", default="gpu", help="'gpu' (default; CPU when CUDA is absent), 'cpu', 'cuda:N'")
+    parser.add_argument("--device", default="auto", help="'auto' (default: CUDA when available, else the CPU), 'cpu', "
+                        "'cuda:N'")
     parser.add_argument("--hub-timeout", type=float, default=5.0, help="seconds to wait for the hub (default 5)")
     args = parser.parse_args(argv)
 

@@ -164,14 +164,16 @@ def test_model_and_preprocessor_from_pretrained(model_dir, portraits):
     assert emb.shape == (1, 512)
 
 
-def test_device_handling(model_dir, caplog):
+def test_device_handling(model_dir, caplog, monkeypatch):
     with pytest.raises(DeviceError, match="cuda:7"):
         pipeline(Tasks.face_recognition, str(model_dir), device="cuda:7")
     if not torch.cuda.is_available():
-        with caplog.at_level(logging.WARNING, logger="modelscope.facemask"):
-            p = pipeline(Tasks.face_recognition, str(model_dir))  # ModelScope's default device is 'gpu'
+        monkeypatch.setattr("modelscope_facemask.engines.devices._announced", set())  # logged once per process
+        with caplog.at_level(logging.INFO, logger="modelscope.facemask"):
+            p = pipeline(Tasks.face_recognition, str(model_dir))  # ModelScope's default device is 'gpu' (= 'auto')
         assert str(p.device_used) == "cpu"
-        assert any("CUDA is not available" in r.getMessage() for r in caplog.records)
+        notes = [r for r in caplog.records if "CUDA is not available" in r.getMessage()]
+        assert len(notes) == 1 and notes[0].levelno == logging.INFO  # an expected setup: INFO, not WARNING
 
 
 def test_bad_options_are_clear_errors(model_dir, pipe):
@@ -292,3 +294,19 @@ def test_negative_cuda_index_is_a_device_error():
 
     with pytest.raises(DeviceError):
         resolve_device("cuda:-1")
+
+
+def test_automatic_device_is_chosen_and_logged_once_at_info(monkeypatch, caplog):
+    from modelscope_facemask.engines.devices import resolve_device
+
+    monkeypatch.setattr("modelscope_facemask.engines.devices._announced", set())
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    with caplog.at_level(logging.INFO, logger="modelscope.facemask"):
+        assert [resolve_device(d) for d in ("auto", "gpu", None, " AUTO ")] == [expected] * 4
+        assert resolve_device() == expected  # 'auto' is the default
+    notes = [r for r in caplog.records if r.getMessage().startswith("device ")]
+    assert len(notes) == 1 and notes[0].levelno == logging.INFO, [r.getMessage() for r in notes]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="does not exist"):
+            resolve_device("cuda")  # an explicit CUDA device must exist

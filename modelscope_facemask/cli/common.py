@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..tools.corpus.embedding_runs import KEEP, embed_sources
-from ..tools.corpus.face_rows import is_url
-from ..faces.image_sources import IMAGE_SUFFIXES, image_paths_under
+from ..tools.corpus.embedding_runs import KEEP, embed_sources  # import-light: images are loaded in embed_sources
 from ..tools.hub.probe import FACEMASK_MODEL_ID as DEFAULT_MODEL
 from ..support.argument_types import positive_seconds  # noqa: F401  (re-exported for the subcommands)
 from ..support.json_output import json_text, write_json  # noqa: F401  (re-exported for the subcommands)
@@ -28,9 +26,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", default=None,
                         help="RetinaFace detector to use instead of the one the model's configuration.json names "
                              "(hub id or local folder)")
-    parser.add_argument("--device", default="gpu",
-                        help="'gpu' (default: CUDA when available, else the CPU with a warning), 'cpu', 'cuda' or "
-                             "'cuda:N'")
+    parser.add_argument("--device", default="auto",
+                        help="'auto' (default: CUDA when available, else the CPU; 'gpu' means the same), 'cpu', 'cuda' "
+                             "or 'cuda:N' (an explicit CUDA device must exist)")
     parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
                         help="network precision: fp32 (default, or the model's configuration.json model.precision), "
                              "fp16 (CUDA only) or bf16 (slow on CPUs without bf16 hardware)")
@@ -151,13 +149,17 @@ def open_preprocessor(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
     """Image entries under ``folder`` (recursive, sorted, hidden files and folders skipped; a dangling symlink or a
-    FIFO is listed, and becomes an error of its own:
-    :func:`~modelscope_facemask.faces.image_sources.image_paths_under`)."""
+    FIFO is listed, and becomes an error of its own: :func:`~modelscope_facemask.faces.image_sources.image_paths_under`)."""
+    from ..faces.image_sources import image_paths_under
+
     return image_paths_under(folder)
 
 
 def expand_inputs(items: Iterable[str]) -> tuple[list[str], bool]:
     """Files, folders (expanded to their images) and URLs -> sources; True when a folder was given."""
+    from ..faces.image_sources import IMAGE_SUFFIXES
+    from ..tools.corpus.face_rows import is_url
+
     sources, any_folder, missing = [], False, []
     for item in items:
         if is_url(item):

@@ -5,8 +5,6 @@ import argparse
 import sys
 from typing import Any
 
-import numpy as np
-
 from ..support.printable import printable
 from .common import (UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
                      similarity_threshold, untrained_warning)
@@ -37,6 +35,8 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     expand_inputs([args.image_a, args.image_b])  # existence check before the model loads
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     pipeline = open_pipeline(args, max_faces=1)

@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from ..support.printable import printable
 from .common import (KEEP, UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
                      positive_int, resolve_detector, resolve_model_dir, run_images)
@@ -60,6 +58,8 @@ def register(commands: Any) -> None:
 
 
 def _flatten(sources: Sequence[str], outputs: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    import numpy as np
+
     from ..tools.regress import stack_outputs
 
     stacked = stack_outputs(outputs)
@@ -138,7 +138,7 @@ def _run_metadata(args: argparse.Namespace, pipeline: Any, max_faces: Any) -> di
 
 def _default_workers(args: argparse.Namespace) -> int:
     """One per local GPU when the device asks for a GPU (Ray started here), else 1."""
-    if args.ray_address or not (args.device == "gpu" or args.device.startswith("cuda")):
+    if args.ray_address or not (args.device in ("auto", "gpu") or args.device.startswith("cuda")):
         return 1
     import torch
 
@@ -221,6 +221,8 @@ def _run_folder_locked(args: argparse.Namespace, pipeline: Any, sources: list[st
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..support.atomic_files import write_text_atomic, writing_file
 
     out = args.out

@@ -17,7 +17,9 @@ def register(commands: Any) -> None:
                          description="Print package, torch and ModelScope versions, the device and precision a "
                                      "pipeline would run with, and the hub and cache settings (the token is never "
                                      "printed, only whether it is set).")
-    parser.add_argument("--device", default="gpu", help="the device to resolve (default 'gpu', as the pipeline)")
+    parser.add_argument("--device", default="auto",
+                        help="the device to resolve (default 'auto', as the pipeline: CUDA when available, else "
+                             "the CPU)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
                         help="the precision to check on that device (default fp32, as the pipeline)")
     parser.add_argument("--check-hub", action="store_true", help="also probe whether the ModelScope hub answers")

@@ -7,8 +7,6 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..support.printable import printable
 from .common import (DEFAULT_MODEL, UsageError, add_command, add_model_options, expand_inputs, open_pipeline,
                      positive_int, run_images, untrained_warning, write_json)
@@ -134,6 +132,8 @@ def _pair_similarities(pairs: list[Any], images: list[str],
                        outputs: list[Any]) -> tuple[list[Any], list[float], list[bool]]:
     """(usable pairs, their cosine similarities, their same-person labels); the images without a usable face are
     printed as skipped. A usage error when no pair is usable or the usable ones are all same or all different."""
+    import numpy as np
+
     embedding = {img: out["img_embedding"][0] for img, out in zip(images, outputs)
                  if len(out["scores"]) and np.isfinite(out["img_embedding"][0]).all()}
     problems = {img: out.get("error", "no face" if not len(out["scores"]) else "non-finite embedding")

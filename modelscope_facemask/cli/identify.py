@@ -5,8 +5,6 @@ import argparse
 import sys
 from typing import Any
 
-import numpy as np
-
 from ..support.printable import printable
 from .common import (UsageError, add_command, add_model_options, expand_inputs, json_text, open_pipeline,
                      positive_int, similarity_threshold, untrained_warning)
@@ -14,7 +12,7 @@ from .gallery import add_search_options, apply_search_options, model_default
 
 
 def _description() -> str:
-    from ..tools.gallery.face_gallery import DEFAULT_THRESHOLD
+    from ..tools.gallery import DEFAULT_THRESHOLD  # the package's constant: no FAISS, no numpy at parse time
 
     return f"""Identify every face in images, folders (recursive) and http(s) URLs against gallery G (1:N).
 
@@ -49,6 +47,8 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..tools.corpus.embedding_runs import embed_sources
     from ..tools.gallery.face_gallery import DEFAULT_THRESHOLD, FaceGallery, GalleryModel
 

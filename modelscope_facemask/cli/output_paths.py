@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..errors import OutputPathError
-from ..tools.corpus.face_rows import is_url
 from .common import check_output_file as check_writable_file, check_output_parent
 
 #: what ``folders`` maps to: a folder and how to name it in the message ("the gallery being written")
@@ -90,6 +89,8 @@ def _refuse_inside(path: str | os.PathLike, option: str, folders: Folders) -> No
 def check_not_an_input(path: str | os.PathLike, option: str, reads: Iterable[str | os.PathLike]) -> None:
     """:class:`OutputPathError` when ``path`` is one of the files in ``reads`` (URLs are skipped). Only an existing
     ``path`` can be one, so nothing is compared otherwise."""
+    from ..tools.corpus.face_rows import is_url
+
     target = _file_id(path)
     if target is None:
         return

@@ -19,6 +19,7 @@ pipelines behave as before:
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 from typing import Any, Callable
 
@@ -90,8 +91,10 @@ def _check_read_config(model: Any) -> None:
 
 def install() -> None:
     """Wrap ``is_model_from_trusted_source``, ``is_official_hub_path`` and ``read_config`` in ModelScope's pipeline
-    builder (idempotent)."""
-    import modelscope.pipelines.builder as builder
+    builder (idempotent). Safe to call while the builder module is still being imported (the registration hook
+    runs right after its code): it is looked up in ``sys.modules``, not as an attribute of ModelScope's lazy
+    ``modelscope.pipelines`` package."""
+    builder = importlib.import_module("modelscope.pipelines.builder")
 
     if not getattr(builder.is_model_from_trusted_source, _GUARD, False):  # pipeline()'s first hub call
         builder.is_model_from_trusted_source = _guarded(builder.is_model_from_trusted_source, check_model_argument)

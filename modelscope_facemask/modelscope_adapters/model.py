@@ -33,7 +33,7 @@ class FaceMaskModel(TorchModel):
     ``facemask export`` (default: export on first use into the cache, see :mod:`modelscope_facemask.engines`).
     """
 
-    def __init__(self, model_dir: str, device: str | torch.device | None = "gpu", batch_size: int | None = None,
+    def __init__(self, model_dir: str, device: str | torch.device | None = "auto", batch_size: int | None = None,
                  precision: str | None = None, engine: str | None = None, engine_dir: str | None = None,
                  **kwargs: Any) -> None:
         check_device_type(device)
@@ -60,7 +60,8 @@ class FaceMaskModel(TorchModel):
                     self.precision, self.engine)
 
     @classmethod
-    def from_pretrained(cls, model_name_or_path: str, revision: str | None = None, device: str | None = "gpu", **kwargs: Any) -> "FaceMaskModel":
+    def from_pretrained(cls, model_name_or_path: str, revision: str | None = None, device: str | None = "auto",
+                        **kwargs: Any) -> "FaceMaskModel":
         """Load from a local folder or a hub id; works with the official card (no ``model.type``) and ours."""
         for key in ("model_prefetched", "invoked_by", "cfg_dict", "trust_remote_code", "device_map", "task"):
             kwargs.pop(key, None)

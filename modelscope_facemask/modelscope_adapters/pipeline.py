@@ -30,6 +30,7 @@ from .keywords import MODELSCOPE_PIPELINE_KEYWORDS, PIPELINE_OPTIONS, check_call
     unknown_keyword_message
 from .model import FaceMaskModel
 from .preprocessor import _KEEP, FaceMaskPreprocessor
+from .registration import override_builtin_pipeline
 
 EMBEDDING_SIZE = 512
 ERROR_KEY = "error"
@@ -52,7 +53,8 @@ def empty_output(embedding_size: int = EMBEDDING_SIZE) -> dict[str, np.ndarray]:
 class FaceMaskPipeline(Pipeline):
     """Face recognition: image(s) -> detected faces -> aligned crops -> FaceMask embeddings.
 
-    Keyword arguments: ``device`` ('gpu' (default, falls back to CPU with a warning), 'cpu', 'cuda', 'cuda:N'),
+    Keyword arguments: ``device`` ('auto' (default; ModelScope's ``pipeline()`` passes 'gpu', which means the same:
+    CUDA when available, else the CPU, logged once at INFO), 'cpu', 'cuda', 'cuda:N'),
     ``use_det`` (False = resize the whole image to 112x112 like the built-in), ``max_faces`` (1 = the largest face;
     None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer;
     default 32, 256 on CUDA),
@@ -74,7 +76,7 @@ class FaceMaskPipeline(Pipeline):
         self,
         model: str | FaceMaskModel,
         preprocessor: FaceMaskPreprocessor | None = None,
-        device: str | torch.device | None = "gpu",
+        device: str | torch.device | None = "auto",
         use_det: bool | None = None,
         max_faces: int | None | object = _KEEP,
         detector_model: str | None = None,
@@ -318,3 +320,6 @@ def _modelscope_keywords(kwargs: dict[str, Any]) -> dict[str, Any]:
         if name not in MODELSCOPE_PIPELINE_KEYWORDS:
             logger.warning("%s; it is ignored", unknown_keyword_message(name, known, "FaceMaskPipeline"))
     return {k: v for k, v in kwargs.items() if k in MODELSCOPE_PIPELINE_KEYWORDS}
+
+
+override_builtin_pipeline(FaceMaskPipeline)  # the built-in name builds ours wherever this class exists

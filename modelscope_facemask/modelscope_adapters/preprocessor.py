@@ -55,7 +55,7 @@ class FaceMaskPreprocessor(Preprocessor):
         self,
         model_dir: str | None = None,
         detector: str | None = None,
-        device: str | torch.device | None = "gpu",
+        device: str | torch.device | None = "auto",
         use_det: bool | None = None,
         max_faces: int | None | object = _KEEP,
         min_face_size: float | None = None,

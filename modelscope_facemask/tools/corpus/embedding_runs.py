@@ -11,7 +11,6 @@ import os
 from typing import Any, Sequence
 
 from ...faces.decode_ahead import chunks_ahead
-from ...faces.images import load_image
 
 KEEP = object()  # "use the model's configured max_faces"
 
@@ -28,6 +27,8 @@ def embed_sources(pipeline: Any, sources: Sequence[Any], *, max_faces: Any = KEE
     """The pipeline's outputs for ``sources`` (one dict per source, in order; a bad source gives an output with an
     ``error`` and no faces), ``batch_size`` images at a time (bounded memory), with an optional progress bar."""
     from tqdm import tqdm
+
+    from ...faces.images import load_image
 
     kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
     if getattr(pipeline, "decode_ahead", False):

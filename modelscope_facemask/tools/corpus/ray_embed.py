@@ -37,7 +37,7 @@ class EmbedSpec:
     model_dir: str
     model: str = ""  # the --model the user gave (hub id or folder), recorded in the metadata
     detector: str | None = None
-    device: str = "gpu"
+    device: str = "auto"
     precision: str | None = None
     det_max_side: int | None = None
     max_faces: int | None | str = MODEL_MAX_FACES  # an int, None (every face) or MODEL_MAX_FACES
@@ -188,7 +188,7 @@ def worker_resources(device: str, workers: int, cpus_per_worker: int | None) -> 
 
     resources = ray.cluster_resources()
     cpus = cpus_per_worker or max(1, int(resources.get("CPU", 1) // workers))
-    wants_gpu = device == "gpu" or device.startswith("cuda")
+    wants_gpu = device in ("auto", "gpu") or device.startswith("cuda")  # engines.devices.AUTOMATIC, or CUDA
     return cpus, (1.0 if wants_gpu and resources.get("GPU", 0) >= 1 else 0.0)
 
 

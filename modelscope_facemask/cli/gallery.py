@@ -34,7 +34,7 @@ ADD_DESCRIPTION = f"""Enrol more images into gallery G (new or existing identiti
 {SOURCES}
 
 The model defaults to the one that built G; another recognizer or embedding contract is refused. Images already in
-G (same source path) are skipped. Exit code 1 when some images were not enrolled."""
+G (same source path) are skipped. Exit code 1 when some images were not enrolled, 2 on a usage error."""
 
 EPILOG_THRESHOLD = ("Search scores are cosine similarities. `facemask identify`'s default threshold is an uncalibrated "
                     "placeholder: calibrate it with `facemask evaluate --gallery G --probes SRC`.")
@@ -76,7 +76,7 @@ def register(commands: Any) -> None:
                                    "against the manifest).")
     info.add_argument("gallery", metavar="G", help="gallery folder")
     info.add_argument("--identities", action="store_true", help="also list the identities with their image counts")
-    info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    _json_options(info, "the description", legacy_file=False)
     info.set_defaults(handler=run_info)
 
 
@@ -85,8 +85,14 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     model_default(parser, f"the gallery's model when G exists, else {DEFAULT_MODEL}")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--json", metavar="REPORT.json", help="also write the enrolment report as JSON")
-    add_overwrite_option(parser, "an existing --json file")
+    _json_options(parser, "the enrolment report (enrolled, not enrolled with the reason, counts)", legacy_file=True)
+
+
+def _json_options(parser: argparse.ArgumentParser, what: str, *, legacy_file: bool) -> None:
+    from .json_option import add_json_options
+
+    add_json_options(parser, what, legacy_file=legacy_file, positionals=legacy_file)
+    add_overwrite_option(parser, "an existing --json-out file")
 
 
 def model_default(parser: argparse.ArgumentParser, default: str) -> None:
@@ -149,20 +155,36 @@ def enrol(args: argparse.Namespace, source: str, model: str) -> Any:
     return embedded
 
 
-def _report(problems: list[tuple[str, str]]) -> None:
-    for source, reason in problems:
-        print(f"not enrolled {printable(source)}: {printable(reason)}")
+def _report(args: argparse.Namespace, problems: list[tuple[str, str]]) -> None:
+    """The images not enrolled, one line each (left out with --json: they are in the JSON report)."""
+    if not args.json:
+        for source, reason in problems:
+            print(f"not enrolled {printable(source)}: {printable(reason)}")
 
 
 def _write_report(args: argparse.Namespace, gallery_path: str, gallery: Any, enrolled: int,
                   problems: list[tuple[str, str]], skipped_duplicates: int = 0) -> None:
-    if args.json:
-        from ..support.json_output import write_json
+    """The enrolment report: printed (--json), written (--json-out)."""
+    from .json_option import emit_json
 
-        write_json(args.json, {"gallery": str(gallery_path), "enrolled_images": enrolled,
-                               "already_enrolled": skipped_duplicates,
-                               "not_enrolled": [{"source": s, "reason": r} for s, r in problems],
-                               "images": len(gallery), "identities": len(gallery.identities())})
+    emit_json(args, {"gallery": str(gallery_path), "enrolled_images": enrolled, "already_enrolled": skipped_duplicates,
+                     "not_enrolled": [{"source": s, "reason": r} for s, r in problems],
+                     "images": len(gallery) if gallery is not None else 0,
+                     "identities": len(gallery.identities()) if gallery is not None else 0})
+
+
+def _exit_code(problems: list[tuple[str, str]]) -> int:
+    """1 when an image was not enrolled (:mod:`.exit_codes`)."""
+    from .exit_codes import negative_if
+
+    return negative_if(bool(problems))
+
+
+def _check_gallery_extras(args: argparse.Namespace) -> None:
+    """faiss and pyarrow (extra [gallery]), and any other extra this run needs, before any work."""
+    from .common import check_extras
+
+    check_extras(args, extras=[("gallery", "the face gallery")])
 
 
 def _source_folder(source: str) -> dict[str, str]:
@@ -171,18 +193,21 @@ def _source_folder(source: str) -> dict[str, str]:
 
 
 def _check_report(args: argparse.Namespace, gallery: str) -> None:
-    """``--json``: not the source, not inside the gallery or the source folder, not an existing file unless
+    """``--json-out``: not the source, not inside the gallery or the source folder, not an existing file unless
     ``--overwrite``."""
-    if args.json:
-        check_output_file(args.json, "--json", reads=[args.source], overwrite=args.overwrite,
-                          folders={gallery: "the gallery being written", **_source_folder(args.source)})
+    from .json_option import check_json_out
+
+    check_json_out(args, reads=[args.source], folders={gallery: "the gallery being written",
+                                                       **_source_folder(args.source)})
 
 
 def run_build(args: argparse.Namespace) -> int:
     from ..tools.gallery.face_gallery import FaceGallery, GalleryModel
     from ..tools.gallery.gallery_folder import folder_state
     from ..tools.gallery.vector_index import INDEX_KINDS
+    from .json_option import say_written, text_stream
 
+    _check_gallery_extras(args)
     if args.index not in INDEX_KINDS:
         raise UsageError(f"--index {args.index!r}: choose one of {', '.join(INDEX_KINDS)}")
     out = Path(args.out)
@@ -194,11 +219,12 @@ def run_build(args: argparse.Namespace) -> int:
     check_output_folder(out, "--out", folders=_source_folder(args.source))
     _check_report(args, args.out)
     embedded = enrol(args, args.source, args.model or DEFAULT_MODEL)
-    _report(embedded.problems)
+    _report(args, embedded.problems)
     if not len(embedded.sources):
+        _write_report(args, args.out, None, 0, embedded.problems)
         print(f"nothing enrolled from {args.source!r}: no image had a usable face; no gallery written",
               file=sys.stderr)
-        return 1
+        return _exit_code([("", "nothing enrolled")])
     model = GalleryModel.from_metadata(embedded.metadata)
     gallery = FaceGallery.build(embedded.embeddings, embedded.identities, embedded.sources, model=model,
                                 keys=embedded.keys, kind=args.index)
@@ -206,14 +232,17 @@ def run_build(args: argparse.Namespace) -> int:
     _write_report(args, args.out, gallery, len(embedded.sources), embedded.problems)
     print(f"gallery {printable(args.out)}: {len(gallery)} image(s) of {len(gallery.identities())} identit"
           f"{'y' if len(gallery.identities()) == 1 else 'ies'} enrolled, {len(embedded.problems)} not enrolled; "
-          f"{gallery.index.kind} index; model {printable(model.model)}")
-    return 1 if embedded.problems else 0
+          f"{gallery.index.kind} index; model {printable(model.model)}", file=text_stream(args))
+    say_written(args, "enrolment report")
+    return _exit_code(embedded.problems)
 
 
 def run_add(args: argparse.Namespace) -> int:
     from ..tools.gallery.face_gallery import FaceGallery, GalleryModel
     from ..tools.gallery.gallery_folder import writer_lock
+    from .json_option import say_written, text_stream
 
+    _check_gallery_extras(args)
     gallery = FaceGallery.load(args.gallery)  # a bad gallery fails before the model loads
     _check_report(args, args.gallery)
     embedded = enrol(args, args.source, args.model or gallery.model.model)
@@ -230,20 +259,22 @@ def run_add(args: argparse.Namespace) -> int:
                     [embedded.sources[i] for i in fresh], [embedded.keys[i] for i in fresh])
         if fresh:
             gallery.save(args.gallery, replace=True)
-    _report(embedded.problems)
+    _report(args, embedded.problems)
     new = len(set(gallery.identities()) - before)
     _write_report(args, args.gallery, gallery, len(fresh), embedded.problems, duplicates)
     print(f"gallery {printable(args.gallery)}: {len(fresh)} image(s) added "
           f"({new} new identit{'y' if new == 1 else 'ies'}), "
           f"{duplicates} already enrolled, {len(embedded.problems)} not enrolled; now {len(gallery)} image(s) of "
-          f"{len(gallery.identities())} identities")
-    return 1 if embedded.problems else 0
+          f"{len(gallery.identities())} identities", file=text_stream(args))
+    say_written(args, "enrolment report")
+    return _exit_code(embedded.problems)
 
 
 def run_remove(args: argparse.Namespace) -> int:
     from ..tools.gallery.face_gallery import FaceGallery
     from ..tools.gallery.gallery_folder import writer_lock
 
+    _check_gallery_extras(args)
     with writer_lock(args.gallery):  # load-remove-save as one step: a concurrent writer's changes are kept
         gallery = FaceGallery.load(args.gallery)
         removed = gallery.remove(args.identities)
@@ -257,7 +288,10 @@ def run_remove(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from ..tools.gallery.face_gallery import FaceGallery
+    from .json_option import check_json_out, emit_json, say_written
 
+    _check_gallery_extras(args)
+    check_json_out(args, folders={args.gallery: "the gallery being read"})
     gallery = FaceGallery.load(args.gallery)  # verifies every file against the manifest
     manifest = gallery.stored.to_json()  # the manifest of the generation read, even while a writer switches it
     info = {key: manifest.get(key) for key in ("format", "format_version", "created", "created_by", "written_by",
@@ -265,8 +299,8 @@ def run_info(args: argparse.Namespace) -> int:
                                                "embedding_dim", "index_kind", "counts")}
     if args.identities:
         info["identities"] = gallery.image_counts()
+    emit_json(args, info)
     if args.json:
-        print(json_text(info, indent=2))
         return 0
     print(f"gallery {printable(args.gallery)} ({manifest['format']} v{manifest['format_version']}, written by "
           f"{printable(manifest.get('written_by'))}; created {printable(manifest.get('created'))})")
@@ -277,4 +311,5 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"  embedding contract sha256 {gallery.model.contract_sha256}")
     for name, count in info.get("identities", {}).items():
         print(f"  {printable(name)}: {count} image(s)")
+    say_written(args, "description")
     return 0

@@ -23,10 +23,14 @@ The answer is the rank-1 identity when its score is >= the threshold, else "unkn
   facemask evaluate --gallery G --probes SRC
 which prints the thresholds for false-positive identification rates 1e-2 and 1e-3.
 The model defaults to the gallery's; another recognizer or embedding contract is refused.
-Exit code 1 when an image cannot be read or has no face (the others are still reported)."""
+Exit code 1 when an image cannot be read or has no face (the others are still reported; "unknown" is not a
+failure), 2 on a usage error."""
 
 
 def register(commands: Any) -> None:
+    from .json_option import add_json_options
+    from .output_paths import add_overwrite_option
+
     parser = add_command(commands, "identify", help="search the faces in images against a gallery (1:N)",
                          description=_description())
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders or http(s) URLs")
@@ -38,7 +42,8 @@ def register(commands: Any) -> None:
     parser.add_argument("--aggregate", choices=("best", "mean"), default="best",
                         help="per-identity score: best image (default) or mean template")
     add_search_options(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add_json_options(parser, "every image's faces and candidates (the summary line goes to stderr)")
+    add_overwrite_option(parser, "an existing --json-out file")
     add_model_options(parser)
     model_default(parser, "the gallery's model")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
@@ -51,8 +56,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..tools.corpus.embedding_runs import embed_sources
     from ..tools.gallery.face_gallery import DEFAULT_THRESHOLD, FaceGallery, GalleryModel
+    from .common import check_extras
+    from .exit_codes import negative_if
+    from .json_option import check_json_out, emit_json, say_written, text_stream
 
+    check_extras(args, extras=[("gallery", "the face gallery")])
     sources, folders = expand_inputs(args.inputs)
+    check_json_out(args, reads=sources, folders={args.gallery: "the gallery being read"})
     gallery = FaceGallery.load(args.gallery)  # a bad gallery fails before the model loads
     if len(gallery) == 0:
         raise UsageError(f"gallery {args.gallery!r} is empty: enrol images with `facemask gallery add`")
@@ -67,14 +77,30 @@ def run(args: argparse.Namespace) -> int:
     faces = [o["img_embedding"] for o in outputs if "error" not in o and len(o["scores"])]
     answers = gallery.identify(np.concatenate(faces) if faces else np.zeros((0, gallery.dim), np.float32),
                                top_k=args.top_k, threshold=threshold, aggregate=args.aggregate)
-    records, failed, start = [], 0, 0
+    records = _records(sources, outputs, answers)
+    emit_json(args, {"gallery": args.gallery, "model": args.model, "threshold": threshold,
+                     "threshold_is_default": args.threshold is None, "aggregate": args.aggregate,
+                     "top_k": args.top_k, "images": records})
+    if not args.json:
+        for record in records:
+            _print_record(record)
+    print(_summary(records, args.gallery, pipeline.device_used), file=text_stream(args))
+    if args.threshold is None and not args.json:
+        print(f"note: the default threshold {DEFAULT_THRESHOLD} is an uncalibrated placeholder; calibrate it with "
+              "`facemask evaluate --gallery G --probes SRC` and pass --threshold", file=sys.stderr)
+    say_written(args, "results")
+    return negative_if(any("error" in record for record in records))
+
+
+def _records(sources: list[str], outputs: list[dict[str, Any]], answers: list[Any]) -> list[dict[str, Any]]:
+    """One record per image: its faces with their answers and candidates, or its error ("no face found")."""
+    records, start = [], 0
     for source, output in zip(sources, outputs):
         record: dict[str, Any] = {"image": source, "faces": []}
         if "error" in output:
             record["error"] = output["error"]
         elif not len(output["scores"]):
             record["error"] = "no face found"
-        failed += "error" in record
         for score, box in zip(output["scores"], output["boxes"]):
             answer = answers[start]
             start += 1
@@ -82,17 +108,17 @@ def run(args: argparse.Namespace) -> int:
                                     "identity": answer.identity,
                                     "candidates": [c.to_dict() for c in answer.candidates]})
         records.append(record)
-    if args.json:
-        print(json_text({"gallery": args.gallery, "model": args.model, "threshold": threshold,
-                         "threshold_is_default": args.threshold is None, "aggregate": args.aggregate,
-                         "top_k": args.top_k, "images": records}, indent=2))
-    else:
-        for record in records:
-            _print_record(record)
-        if args.threshold is None:
-            print(f"note: the default threshold {DEFAULT_THRESHOLD} is an uncalibrated placeholder; calibrate it with "
-                  "`facemask evaluate --gallery G --probes SRC` and pass --threshold", file=sys.stderr)
-    return 1 if failed else 0
+    return records
+
+
+def _summary(records: list[dict[str, Any]], gallery: str, device: Any) -> str:
+    """The run in one line, as ``embed`` prints it: images, faces identified and unknown, problems, device."""
+    faces = [face for record in records for face in record["faces"]]
+    known = sum(face["identity"] is not None for face in faces)
+    faceless = sum(record.get("error") == "no face found" for record in records)
+    unreadable = sum("error" in record for record in records) - faceless
+    return (f"{len(records)} image(s), {len(faces)} face(s): {known} identified, {len(faces) - known} unknown; "
+            f"{faceless} without a face, {unreadable} unreadable; gallery {printable(gallery)}, on {device}")
 
 
 def _print_record(record: dict[str, Any]) -> None:

@@ -37,7 +37,9 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..tools.hub.pack import pack_model
+    from .common import check_extras
 
+    check_extras(args)
     check_output_parent(args.out, "--out")
     detector = resolve_model_dir(args.detector, "detector") if args.detector else None
     model_dir = resolve_model_dir(args.model)

@@ -21,8 +21,8 @@ manifest. Files on the hub that are not in the upload (earlier uploads) are repo
 ModelScope). The token comes from MODELSCOPE_API_TOKEN (ModelScope) or HF_TOKEN / `hf auth login` (Hugging Face) and
 is never printed. ModelScope's resumable-upload cache is off, so nothing is written into the folder.
 --dry-run prints exactly what would be uploaded (files, sizes, LFS or inline) without any network access.
-Exit codes: 0 published and verified, 1 upload failed or the hub's copy differs, 2 usage error (including a folder
-that cannot be published as it is)."""
+Exit codes: 0 published and verified, 1 the hub refused or failed the upload, or its copy differs, 2 usage error
+(including a folder that cannot be published as it is, a missing extra and an unreachable hub)."""
 
 
 def register(commands: Any) -> None:
@@ -50,7 +50,10 @@ def _print_plan(plan: list, model_id: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..tools.hub.probe import resolve_endpoint
     from ..tools.hub.publish import TOKEN_ENV, PublishError, check_model_id, publish_folder, upload_plan
+    from .common import check_extras
 
+    if args.hub == "huggingface":
+        check_extras(args, extras=[("huggingface", "publish --hub huggingface")])
     try:
         check_model_id(args.model_id)
         plan = upload_plan(args.folder)
@@ -77,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
             traceback.print_exc()  # masked too: main() scrubs everything the command prints
         detail = scrub_token(" ".join(f"{type(exc).__name__}: {exc}".split()))
         detail = detail if len(detail) <= 800 else detail[:797] + "..."  # a server's error page can be long
+        if _unreachable(exc):  # as for Hugging Face: an unreachable hub is exit 2, a hub's refusal exit 1
+            from ..model_files.hub_endpoint import ENDPOINT_ENV
+
+            raise UsageError(f"cannot reach the ModelScope hub at {resolve_endpoint()} to publish {args.model_id}: "
+                             f"{detail}; check the network, or set {ENDPOINT_ENV} to a reachable hub") from None
         print(f"facemask publish: error: upload to {args.model_id} failed: {detail}", file=sys.stderr)
         return 1
     state = f"created ({visibility})" if result.created else "existing repository, visibility unchanged"

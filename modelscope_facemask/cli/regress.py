@@ -56,14 +56,18 @@ def register(commands: Any) -> None:
     check.add_argument("--max-landmark-px", type=float, help="landmark difference upper bound (pixels)")
     check.add_argument("--max-box-px", type=float, help="box coordinate difference upper bound (pixels)")
     check.add_argument("--max-score-diff", type=float, help="detector score difference upper bound")
-    check.add_argument("--json", metavar="REPORT.json", help="also write the full report as JSON")
-    add_overwrite_option(check, "an existing --json file")
+    from .json_option import add_json_options
+
+    add_json_options(check, "the full report (every image and field; the exit code as without it)", legacy_file=True)
+    add_overwrite_option(check, "an existing --json-out file")
     check.set_defaults(handler=run_check)
 
 
 def run_create(args: argparse.Namespace) -> int:
     from ..tools.regress import command_line, create_reference, save_reference
+    from .common import check_extras
 
+    check_extras(args)
     out = check_output_file(args.out, "--out", overwrite=args.force, overwrite_option="--force")
     folder = Path(args.images)
     if not folder.is_dir():
@@ -86,26 +90,27 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from ..tools.regress import check_reference, format_report, load_reference, locate_images
+    from .common import check_extras
+    from .exit_codes import DEPENDENCY_CHANGE, NEGATIVE_RESULT, SUCCESS
+    from .json_option import check_json_out, emit_json, say_written
 
-    if args.json:
-        check_output_file(args.json, "--json", reads=[args.reference], overwrite=args.overwrite)
+    check_extras(args)
+    check_json_out(args, reads=[args.reference])
     reference = load_reference(args.reference)
     folder = args.images or reference.metadata.get("images_dir")
     if not folder:
         raise UsageError("the reference records no images folder; pass --images DIR")
     images = locate_images(reference, folder)
-    if args.json:
-        check_not_an_input(args.json, "--json", images.values())
+    if args.json_out:
+        check_not_an_input(args.json_out, "--json-out", images.values())
     pipeline = open_pipeline(args, max_faces=reference.metadata["contract"]["max_faces"])
     overrides = {"min_cos": args.min_cos, "min_cos_recognizer": args.min_cos_recognizer,
                  "max_landmark_px": args.max_landmark_px, "max_box_px": args.max_box_px,
                  "max_score_diff": args.max_score_diff}
     report = check_reference(pipeline, reference, images, reference_path=args.reference, overrides=overrides)
-    print(format_report(report, reference))
-    if args.json:
-        from ..support.json_output import write_json
-
-        # strict JSON: the report never holds NaN/Inf (non-finite values are failures with "value": null)
-        write_json(args.json, report.to_dict())
-        print(f"report -> {printable(args.json)}")
-    return {"pass": 0, "regression": 1, "dependency-change": 3}[report.status]
+    if not args.json:
+        print(format_report(report, reference))
+    # strict JSON: the report never holds NaN/Inf (non-finite values are failures with "value": null)
+    emit_json(args, report.to_dict())
+    say_written(args, "report")
+    return {"pass": SUCCESS, "regression": NEGATIVE_RESULT, "dependency-change": DEPENDENCY_CHANGE}[report.status]

@@ -369,3 +369,10 @@ def count_images(table: Any) -> tuple[int, int, int]:
     faces = pc.sum(pc.greater_equal(index, 0)).as_py() or 0
     errors = pc.sum(pc.is_valid(table.column("error"))).as_py() or 0
     return int(images), int(faces), int(errors)
+
+
+def count_faceless(table: Any) -> int:
+    """Images in a face-rows table read without an error but without a face (a face_index -1 row, no error)."""
+    pc = require("pyarrow.compute", "ray", "face rows (Parquet)")
+    no_face = pc.and_(pc.equal(table.column("face_index"), -1), pc.is_null(table.column("error")))
+    return int(pc.sum(no_face).as_py() or 0)

@@ -56,6 +56,7 @@ class RayEmbedSummary:
     skipped: int = 0
     faces: int = 0
     errors: int = 0
+    faceless: int = 0  # images read without an error, in which no face was found
     seconds: float = 0.0
     workers: int = 0
     shards: list[str] = field(default_factory=list)
@@ -80,7 +81,8 @@ class RayEmbedSummary:
             return f"{head}; nothing to do (Ray not started)"
         steady = (f" ({self.steady_images_per_second:.2f} images/s after start-up)"
                   if self.steady_images_per_second else "")
-        return (f"{head}, {self.faces} face(s), {self.errors} error(s), {self.seconds:.1f} s, "
+        return (f"{head}, {self.faces} face(s), {self.faceless} without a face, {self.errors} error(s), "
+                f"{self.seconds:.1f} s, "
                 f"{self.images_per_second:.2f} images/s{steady} on {self.workers} worker(s), "
                 f"{len(self.shards)} new shard(s)")
 
@@ -333,7 +335,7 @@ class _ShardWriter:
         """Write what is buffered (if anything) as one shard."""
         import pyarrow as pa
 
-        from .face_rows import count_images, write_shard
+        from .face_rows import count_faceless, count_images, write_shard
 
         if self.buffered:
             table = pa.concat_tables(self.buffered)
@@ -342,6 +344,7 @@ class _ShardWriter:
             summary = self.summary
             summary.images, summary.faces, summary.errors = (summary.images + images, summary.faces + faces,
                                                              summary.errors + errors)
+            summary.faceless += count_faceless(table)
             summary.shards.append(path.name)
             if self.on_shard is not None:
                 self.on_shard(path)

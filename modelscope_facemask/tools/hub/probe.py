@@ -91,6 +91,18 @@ def offline_advice(model_id: str = FACEMASK_MODEL_ID, *, detector_id: str = "dam
     )
 
 
+def offline_fix(model_id: str, option: str = "--model", *, detector_id: str | None = None) -> str:
+    """What to do, in one sentence, when hub id ``model_id`` (for ``option``) cannot be downloaded here: the
+    ``modelscope download`` command(s) to run where the hub answers, ending with the option to pass. ``detector_id``:
+    the detector to download into the snapshot too (default: the FaceMask detector, for the FaceMask model only)."""
+    if detector_id is None and model_id == FACEMASK_MODEL_ID and option == "--model":
+        detector_id = "damo/cv_resnet50_face-detection_retinaface"
+    detector = (f" and `modelscope download {detector_id} --local-dir DIR/{detector_id}` (its detector)"
+                if detector_id else "")
+    return (f"on a machine that reaches the hub, run `modelscope download {model_id} --local-dir DIR`{detector}, "
+            f"copy DIR here and pass {option} DIR")
+
+
 def looks_like_path(model: str) -> bool:
     """True when ``model`` can only be meant as a folder: not of the exact hub-id shape ``owner/name``
     (:func:`modelscope_facemask.model_files.model_folders.is_hub_id`, the one rule the loaders use)."""
@@ -104,6 +116,7 @@ class ModelSourceProblem(NamedTuple):
 
     message: str
     hub_unreachable: bool
+    reason: str = ""  # the probe's answer ("ENDPOINT: why"), for an unreachable hub
 
 
 def hub_problem(model: str, timeout: float = 5.0) -> ModelSourceProblem | None:
@@ -118,8 +131,8 @@ def hub_problem(model: str, timeout: float = 5.0) -> ModelSourceProblem | None:
     ok, reason = hub_reachable(timeout=timeout)
     if ok:
         return None
-    return ModelSourceProblem(f"The ModelScope hub is not reachable ({reason}).\n{offline_advice(model)}", True)
+    return ModelSourceProblem(f"The ModelScope hub is not reachable ({reason}).\n{offline_advice(model)}", True, reason)
 
 
 __all__ = ["FACEMASK_MODEL_ID", "ModelSourceProblem", "default_endpoint", "hub_problem", "hub_reachable", "looks_like_path",
-           "normalize_endpoint", "offline_advice", "resolve_endpoint"]
+           "normalize_endpoint", "offline_advice", "offline_fix", "resolve_endpoint"]

@@ -1,8 +1,8 @@
-"""The README's performance tables, generated from bench.py's results JSON (never typed by hand).
+"""The performance tables of docs/cpu-and-gpu.md (linked from the README), generated from bench.py's results JSON (never typed by hand).
 
     python benchmarks/readme_table.py                                   # newest cpu-*.json and gpu-*.json: markdown
     python benchmarks/readme_table.py benchmarks/results/cpu-2026-11-30.json
-    python benchmarks/readme_table.py --write README.md                 # replace the text between the markers
+    python benchmarks/readme_table.py --write docs/cpu-and-gpu.md       # replace the text between the markers
 
 ``--write`` replaces what lies between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` (markers kept;
 the file is rewritten atomically). Exit status 2 when a file is not a bench.py result or the markers are missing.

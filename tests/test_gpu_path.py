@@ -181,7 +181,7 @@ def test_padded_batches_equal_unpadded_on_real_portraits(net, images):
 
 def test_padded_batches_faces_at_the_border_move_little(net, images):
     """Faces cut 8 px from the right/bottom edge: the border effect of padding (measured max 4.6 px box, 2.3 px
-    landmarks, score 3e-4; documented in the README)."""
+    landmarks, score 3e-4; documented in docs/cpu-and-gpu.md)."""
     default = FaceDetector(net, settings=DetectionSettings(confidence_threshold=0.5))
     found = default.detect(images)
     cut = [im[: int(d.boxes[0, 3]) + 8, : int(d.boxes[0, 2]) + 8].copy() for im, d in zip(images, found)]

@@ -3,7 +3,7 @@
 The structural property behind "peak RSS while loading <= 1.3x the file size": every parameter and buffer of a
 loaded network lies inside the process's (private) mapping of its weights file, read from /proc/self/maps; the
 network was never materialised with its own (randomly initialised) storage. Measuring RSS of a small net in a test
-would be noise; the full-size figures are in the README (measured with the 475 MiB checkpoint).
+would be noise; the full-size figures are in docs/cpu-and-gpu.md (measured with the 475 MiB checkpoint).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The README's "Bad input and faults" table names, beside every row, tests that exist."""
+"""The "Bad input and faults" table (docs/faults.md, linked from the README) names, beside every row, tests that
+exist."""
 from __future__ import annotations
 
 import re
@@ -10,9 +11,10 @@ _REFERENCE = re.compile(r"`(?:(test_\w+\.py))?::(\w+)(?:\[[^\]]*\])?`|`(test_\w+
 
 
 def _rows() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("## Bad input and faults")
-    end = text.index("\n## ", start + 1)
+    text = (ROOT / "docs" / "faults.md").read_text(encoding="utf-8")
+    start = text.index("# Bad input and faults")
+    end = text.find("\n## ", start + 1)
+    end = len(text) if end < 0 else end
     return [line for line in text[start:end].splitlines() if re.match(r"^\| \d+ \|", line)]
 
 

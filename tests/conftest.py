@@ -7,12 +7,27 @@ and file helpers are in ``tests/fixture_data.py``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+#: the package cache of this test session (fetched assets, the demo's model folders, exported engine graphs): a
+#: temporary folder, removed when the session ends, so the tests never write into the user's
+#: ``~/.cache/modelscope-facemask`` (pip's own download cache still saves the registry downloads between runs).
+#: Set here, at import, so that subprocesses the tests start inherit it too.
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix="facemask-test-cache-"))
+os.environ["FACEMASK_CACHE"] = str(SESSION_CACHE)
+os.environ["FACEMASK_ENGINE_CACHE"] = str(SESSION_CACHE / "engines")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's package cache."""
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 from modelscope_facemask.tools.hub.repository_writers import (  # noqa: E402
     OFFICIAL_MINIMAL_CONFIGURATION,

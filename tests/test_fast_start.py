@@ -10,7 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +162,15 @@ def test_registration_in_either_import_order(first, small_model_dir):
             "facemask_submodule": "from modelscope_facemask.modelscope_adapters.pipeline import FaceMaskPipeline\n"}
     done = _python("-c", f"MODEL_DIR = {str(small_model_dir)!r}\n" + lead[first] + REGISTRY_CHECK)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_the_tests_never_write_into_the_users_package_cache():
+    """The session's package cache and engine cache are a temporary folder, not ``~/.cache/modelscope-facemask``."""
+    from modelscope_facemask.engines.export_cache import engine_cache_dir
+    from modelscope_facemask.model_files.registry_files import DEFAULT_CACHE_DIR, cache_dir
+
+    user_cache = Path(DEFAULT_CACHE_DIR).expanduser().resolve()
+    for folder in (cache_dir(), engine_cache_dir()):
+        resolved = Path(folder).resolve()
+        assert resolved != user_cache and user_cache not in resolved.parents, folder
+        assert Path(tempfile.gettempdir()).resolve() in resolved.parents, folder

@@ -265,7 +265,9 @@ def portrait_credits_markdown() -> str:
         lines.append(f"| `{name}` | `{c.file}` | {c.person} | [Wikimedia Commons]({c.source}) | {c.author} "
                      f"| {c.licence} |")
     lines += ["", "`person_a_*` and `person_b_*` show the same person years apart; `impostor_*` are two other people.",
-              "The photos serve only as automated-test inputs; no embedding derived from them is committed.", ""]
+              "The photos serve only as automated-test and demo inputs; no embedding derived from them is committed. "
+              "The README's picture, `docs/images/pipeline.jpg`, shows the three public-domain ones (`person_a_2`, "
+              "`person_b_2`, `impostor_1`) annotated (`docs/images/CREDITS.md`).", ""]
     return "\n".join(lines)
 
 

@@ -41,6 +41,9 @@ setup(
         "ray": ["ray[data]>=2.9", "pyarrow>=14"],
         # the Hugging Face Hub (publish --hub huggingface, hf:// models); ModelScope usually brings it via datasets
         "huggingface": ["huggingface-hub>=0.23"],
+        # facemask serve: the HTTP service (FastAPI + uvicorn, as ModelScope's own server; Prometheus metrics;
+        # multipart uploads)
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "python-multipart>=0.0.9"],
         "test": [
             "pytest>=7",
             # the layering contract (.importlinter), run by tests/test_import_contract.py
@@ -60,6 +63,12 @@ setup(
             "pyarrow>=14",
             "ray[data]>=2.9",
             "huggingface-hub>=0.23",
+            "fastapi>=0.110",
+            "uvicorn>=0.29",
+            "prometheus-client>=0.20",
+            "python-multipart>=0.0.9",
+            # the web console's test drives Debian's chromium through selenium
+            "selenium>=4.20",
         ],
     },
     entry_points={"console_scripts": ["facemask=modelscope_facemask.cli:main"]},

@@ -39,6 +39,8 @@ EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     "gallery": (("faiss", "faiss-cpu"), ("pyarrow", "pyarrow")),
     "ray": (("ray", "ray"), ("pyarrow", "pyarrow")),
     "huggingface": (("huggingface_hub", "huggingface-hub"),),
+    "serve": (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("prometheus_client", "prometheus-client"),
+              ("python_multipart", "python-multipart")),
 }
 
 

@@ -71,6 +71,32 @@ def draw_faces(image_rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray, lan
     return out
 
 
+def draw_box_labels(image_rgb: np.ndarray, boxes: np.ndarray, labels: Sequence[str], *,
+                    colors: Sequence[tuple[int, int, int]] | None = None) -> np.ndarray:
+    """A copy of ``image_rgb`` with each box ``[x1, y1, x2, y2]`` drawn and its label above it (non-ASCII
+    characters drawn as ``?``: OpenCV's fonts are ASCII); ``colors``: one per box (default :data:`BOX_COLOR`)."""
+    out = _check_rgb(image_rgb).copy()
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(labels) != len(boxes) or (colors is not None and len(colors) != len(boxes)):
+        raise ValueError(f"one label (and colour) per box: {len(boxes)} boxes, {len(labels)} labels")
+    width = _line_width(out)
+    for i, (box, label) in enumerate(zip(boxes, labels)):
+        if not np.all(np.isfinite(box)):
+            continue
+        color = colors[i] if colors is not None else BOX_COLOR
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, width, cv2.LINE_8)
+        text = str(label).encode("ascii", "replace").decode("ascii")
+        if not text:
+            continue
+        scale = fitted_font_scale(text, max(x2 - x1, 80), thickness=width, max_scale=0.4 * width + 0.2)
+        (tw, th), base = cv2.getTextSize(text, FONT, scale, width)
+        top = max(y1 - th - base - 2, 0)
+        cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + base + 2), color, -1)
+        cv2.putText(out, text, (x1 + 2, top + th + 1), FONT, scale, (0, 0, 0), width, cv2.LINE_AA)
+    return out
+
+
 def crops_strip(crops: np.ndarray | Sequence[np.ndarray], labels: Sequence[str] | None = None, *,
                 gap: int = CROP_GAP) -> np.ndarray:
     """The aligned crops (N, S, S, 3) side by side with ``gap`` px of white between them, optionally labelled.

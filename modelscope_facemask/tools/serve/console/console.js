@@ -110,7 +110,7 @@ async function refreshGallery() {
   try {
     const info = await callApi("GET", "v1/gallery");
     $("gallery-rows").replaceChildren(...info.identities.map(galleryRow));
-    showMessage("gallery-summary", info.identities.length + " identities, " + info.size + " face(s); threshold " +
+    showMessage("gallery-summary", info.identities.length + (info.identities.length === 1 ? " identity, " : " identities, ") + info.size + " face(s); threshold " +
       info.threshold, false);
   } catch (error) {
     $("gallery-rows").replaceChildren();

@@ -38,7 +38,7 @@ setup(
         "onnx": ["onnxruntime>=1.17"],
         "openvino": ["openvino>=2024.0"],
         "gallery": ["faiss-cpu>=1.8", "pyarrow>=14"],
-        "ray": ["ray[data]>=2.9", "pyarrow>=14"],
+        "ray": ["ray[data,serve]>=2.9", "pyarrow>=14"],
         # the Hugging Face Hub (publish --hub huggingface, hf:// models); ModelScope usually brings it via datasets
         "huggingface": ["huggingface-hub>=0.23"],
         # facemask serve: the HTTP service (FastAPI + uvicorn, as ModelScope's own server; Prometheus metrics;
@@ -61,7 +61,7 @@ setup(
             "openvino>=2024.0",
             "faiss-cpu>=1.8",
             "pyarrow>=14",
-            "ray[data]>=2.9",
+            "ray[data,serve]>=2.9",
             "huggingface-hub>=0.23",
             "fastapi>=0.110",
             "uvicorn>=0.29",

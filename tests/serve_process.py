@@ -18,19 +18,21 @@ class ServedFaceMask:
     """A context manager around one `facemask serve --model MODEL [--gallery G] --port 0 [extra args]` process."""
 
     def __init__(self, model: str | os.PathLike, *, gallery: str | os.PathLike | None = None,
-                 args: Sequence[str] = (), start_timeout_s: float = 300.0) -> None:
+                 args: Sequence[str] = (), env: dict[str, str] | None = None,
+                 start_timeout_s: float = 300.0) -> None:
         self.command = [sys.executable, "-m", "modelscope_facemask.cli", "serve", "--model", str(model),
                         "--port", "0", "--device", "cpu", *args]
         if gallery is not None:
             self.command += ["--gallery", str(gallery)]
         self.start_timeout_s = start_timeout_s
+        self.env = dict(env or {})
         self.url = ""
         self.lines: list[str] = []
         self.process: subprocess.Popen | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
 
     def __enter__(self) -> "ServedFaceMask":
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), PYTHONUNBUFFERED="1", **self.env)
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         env=env)
         threading.Thread(target=self._read, daemon=True).start()

@@ -134,16 +134,22 @@ def resolve_detector(args: argparse.Namespace, model_dir: str) -> str | None:
     return resolve_model_dir(detector, "detector")
 
 
+def pipeline_options(args: argparse.Namespace, *, max_faces: Any = KEEP) -> dict[str, Any]:
+    """``FaceMaskPipeline`` keywords for ``--model``/``--detector``/``--device``/...: the model and detector
+    resolved to local folders (downloaded when they are hub ids)."""
+    model_dir = resolve_model_dir(args.model)
+    kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
+    return {"model": model_dir, "device": args.device, "detector_model": resolve_detector(args, model_dir),
+            "precision": getattr(args, "precision", None), "det_max_side": getattr(args, "det_max_side", None),
+            "engine": getattr(args, "engine", None), "engine_dir": getattr(args, "engine_dir", None),
+            **detection_options(args), **kwargs}
+
+
 def open_pipeline(args: argparse.Namespace, *, max_faces: Any = KEEP) -> Any:
     """The FaceMask pipeline for ``--model``/``--detector``/``--device``."""
     from ..modelscope_adapters.pipeline import FaceMaskPipeline
 
-    model_dir = resolve_model_dir(args.model)
-    kwargs = {} if max_faces is KEEP else {"max_faces": max_faces}
-    return FaceMaskPipeline(model_dir, device=args.device, detector_model=resolve_detector(args, model_dir),
-                            precision=getattr(args, "precision", None),
-                            det_max_side=getattr(args, "det_max_side", None), engine=getattr(args, "engine", None),
-                            engine_dir=getattr(args, "engine_dir", None), **detection_options(args), **kwargs)
+    return FaceMaskPipeline(**pipeline_options(args, max_faces=max_faces))
 
 
 def untrained_warning(pipeline: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..support.argument_types import positive_seconds
+from ..support.argument_types import non_negative_number, positive_number, positive_seconds
 from .common import UsageError, add_command, add_model_options, positive_int, similarity_threshold
 
 DESCRIPTION = """Serve the model over HTTP until SIGTERM or Ctrl-C.
@@ -16,6 +16,9 @@ GET /healthz, /readyz, /metrics (Prometheus) and / (the web console). docs/serve
 Concurrent requests share pipeline batches (--max-batch, --max-wait-ms). A string image is always base64 bytes,
 never a path; URLs only with --allow-urls. Prints "serving on http://HOST:PORT" once the model is warmed up.
 SIGTERM stops accepting, answers every accepted request, then exits 0.
+With --ray (extra [ray]) the same app runs on Ray Serve: --replicas N replicas on a local Ray instance or on the
+cluster of --ray-address, batching with @serve.batch, enrolment through one gallery writer; the model and gallery
+folders must be at the same path on every node.
 Exit code 2 when the server cannot start (a bad option, model, gallery or key file, a port in use, the [serve]
 extra missing)."""
 
@@ -57,6 +60,16 @@ def register(commands: Any) -> None:
                              "with `facemask evaluate`)")
     parser.add_argument("--top-k", type=positive_int, default=defaults.DEFAULT_TOP_K, metavar="K",
                         help=f"identities per face in identify answers (default {defaults.DEFAULT_TOP_K})")
+    ray = parser.add_argument_group("Ray Serve (extra [ray])")
+    ray.add_argument("--ray", action="store_true", help="serve on Ray Serve instead of one process")
+    ray.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="an existing Ray cluster (`auto`, HOST:6379 or ray://HOST:10001); default: a local Ray "
+                          "instance started here")
+    ray.add_argument("--replicas", type=positive_int, default=1, metavar="N", help="replicas (default 1)")
+    ray.add_argument("--cpus-per-replica", type=positive_number, default=1.0, metavar="C",
+                     help="CPUs Ray reserves per replica (default 1)")
+    ray.add_argument("--gpus-per-replica", type=non_negative_number, default=0.0, metavar="G",
+                     help="GPUs per replica (default 0; e.g. 1, or 0.5 to share one GPU between two)")
     parser.set_defaults(handler=run)
 
 
@@ -78,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from .common import check_extras, open_pipeline, untrained_warning
     from .exit_codes import INTERRUPTED, SUCCESS
 
-    extras = [("serve", "facemask serve")] + ([("gallery", "the face gallery")] if args.gallery else [])
+    extras = [("serve", "facemask serve")] + ([("gallery", "the face gallery")] if args.gallery else []) + \
+        ([("ray", "facemask serve --ray")] if args.ray else [])
     check_extras(args, extras=extras)
     if not 0 <= args.port <= 65535 or args.max_wait_ms < 0:
         raise UsageError(f"--port must be 0..65535 and --max-wait-ms >= 0 (got {args.port}, {args.max_wait_ms:g})")
@@ -89,10 +103,12 @@ def run(args: argparse.Namespace) -> int:
     if settings.api_key_file:
         ApiKeys.read(settings.api_key_file)  # a bad key file fails before the model loads
     try:
-        sock = bind(settings.host, settings.port)
+        sock = None if args.ray else bind(settings.host, settings.port)
     except OSError as exc:
         raise UsageError(f"cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc}); choose another "
                          "--port (0 picks a free one) or --host") from None
+    if args.ray:
+        return _run_on_ray(args, settings)
     pipeline = open_pipeline(args)
     untrained_warning(pipeline)
     gallery = None
@@ -106,4 +122,22 @@ def run(args: argparse.Namespace) -> int:
 
     stopped_by = serve_forever(lambda on_ready: create_app(settings, pipeline, gallery=gallery, on_ready=on_ready),
                                sock, log_level="info" if args.verbose else "warning")
+    return INTERRUPTED if stopped_by == signal.SIGINT else SUCCESS
+
+
+def _run_on_ray(args: argparse.Namespace, settings: Any) -> int:
+    """``--ray``: the model resolved here, then loaded by every replica (the folders at the same path on each node)."""
+    import signal
+
+    from ..support.extras import require
+    from .common import pipeline_options
+
+    require("ray.serve", "ray", "facemask serve --ray")
+    from ..tools.serve.ray_deployment import run_on_ray
+
+    from .exit_codes import INTERRUPTED, SUCCESS
+
+    stopped_by = run_on_ray(settings, pipeline_options(args), address=args.ray_address, replicas=args.replicas,
+                            cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica,
+                            announce=lambda line: print(line, flush=True))
     return INTERRUPTED if stopped_by == signal.SIGINT else SUCCESS

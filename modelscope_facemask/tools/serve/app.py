@@ -23,10 +23,13 @@ from .service import ServeState, state_of
 from .settings import ServeSettings
 
 
-def create_app(settings: ServeSettings, pipeline: Any, *, gallery: Any = None, on_ready: Any = None) -> FastAPI:
+def create_app(settings: ServeSettings, pipeline: Any, *, gallery: Any = None, on_ready: Any = None,
+               make_batcher: Any = None) -> FastAPI:
     """The application serving ``pipeline`` (a loaded FaceMask pipeline) with ``settings``; ``gallery``: a
-    :class:`~.gallery_service.GalleryService` or None; ``on_ready()`` is called once the model is warmed up."""
-    state = ServeState(settings, pipeline, gallery)
+    :class:`~.gallery_service.GalleryService` or None; ``on_ready()`` is called once the model is warmed up;
+    ``make_batcher``: the batcher class (default :class:`~.batcher.DynamicBatcher`; Ray Serve replicas pass
+    :class:`~.ray_batcher.RayServeBatcher`)."""
+    state = ServeState(settings, pipeline, gallery, **({"make_batcher": make_batcher} if make_batcher else {}))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

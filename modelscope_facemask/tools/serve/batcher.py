@@ -28,11 +28,11 @@ class QueueFull(Exception):
 
 
 @dataclass
-class _Item:
+class BatchItem:
     image: np.ndarray
     label: str
     options: tuple[tuple[str, Any], ...]
-    future: asyncio.Future
+    future: asyncio.Future | None  # None when Ray Serve's @serve.batch gathers (ray_batcher.py)
 
 
 @dataclass
@@ -63,7 +63,7 @@ class DynamicBatcher:
         self.max_batch, self.max_wait_s, self.queue_size = max_batch, max_wait_ms / 1000.0, queue_size
         self.stats = BatchStats()
         self.on_batch = on_batch  # called (size, faces) after each batch, on the loop
-        self._queue: asyncio.Queue[_Item] | None = None
+        self._queue: asyncio.Queue[BatchItem] | None = None
         self._task: asyncio.Task | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facemask-batch")
         self._arriving = 0
@@ -121,7 +121,7 @@ class DynamicBatcher:
         futures = []
         for image, label in zip(images, labels):
             future = loop.create_future()
-            self._queue.put_nowait(_Item(image, label, key, future))
+            self._queue.put_nowait(BatchItem(image, label, key, future))
             futures.append(future)
         return list(await asyncio.gather(*futures))
 
@@ -143,7 +143,18 @@ class DynamicBatcher:
             if live:
                 await self._run(live)
 
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _run(self, batch: list[BatchItem]) -> None:
+        outputs = await self.execute(batch)
+        for item, output in zip(batch, outputs):
+            if item.future.done():
+                continue
+            if isinstance(output, BaseException):
+                item.future.set_exception(output)
+            else:
+                item.future.set_result(output)
+
+    async def execute(self, batch: list[BatchItem]) -> list[Any]:
+        """Run one gathered batch on the worker thread and record it: an output or an exception per item."""
         self._running = len(batch)
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._worker, self._run_groups, batch)
@@ -151,21 +162,13 @@ class DynamicBatcher:
             outputs = [exc] * len(batch)
         finally:
             self._running = 0
-        faces = 0
-        for item, output in zip(batch, outputs):
-            if isinstance(output, dict) and "error" not in output:
-                faces += len(output["scores"])
-            if item.future.done():
-                continue
-            if isinstance(output, BaseException):
-                item.future.set_exception(output)
-            else:
-                item.future.set_result(output)
+        faces = sum(len(output["scores"]) for output in outputs if isinstance(output, dict) and "error" not in output)
         self.stats.record(len(batch), faces)
         if self.on_batch is not None:
             self.on_batch(len(batch), faces)
+        return outputs
 
-    def _run_groups(self, batch: list[_Item]) -> list[Any]:
+    def _run_groups(self, batch: list[BatchItem]) -> list[Any]:
         """On the worker: the batch's images grouped by per-call options, each group in one ``run_batch``."""
         outputs: list[Any] = [None] * len(batch)
         groups: dict[tuple, list[int]] = {}

@@ -2,7 +2,7 @@
 the image decoder, the metrics, the API keys, the gallery service, and whether the model is warmed up."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from starlette.requests import Request
@@ -18,9 +18,10 @@ from .settings import ServeSettings
 class ServeState:
     """The shared state of one app."""
 
-    def __init__(self, settings: ServeSettings, pipeline: Any, gallery: Any = None) -> None:
+    def __init__(self, settings: ServeSettings, pipeline: Any, gallery: Any = None,
+                 make_batcher: Callable[..., DynamicBatcher] = DynamicBatcher) -> None:
         self.settings, self.pipeline, self.gallery = settings, pipeline, gallery
-        self.batcher = DynamicBatcher(pipeline, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+        self.batcher = make_batcher(pipeline, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                                       queue_size=settings.queue_size)
         self.metrics = ServeMetrics(self.batcher)
         self.batcher.on_batch = self.metrics.on_batch

@@ -145,9 +145,13 @@ def test_identify_every_face_with_its_top_k(built, model, pipeline, portraits, t
             scores = gallery.rows.embeddings.astype(np.float64) @ embedding.astype(np.float64)
             best = sorted(((float(scores[names == n].max()), n) for n in set(names)), key=lambda t: (-t[0], t[1]))
             assert [c["identity"] for c in face["candidates"]] == [n for _, n in best[:2]]
-            assert [c["score"] for c in face["candidates"]] == pytest.approx([s for s, _ in best[:2]], abs=1e-5)
+            assert [c["similarity"] for c in face["candidates"]] == pytest.approx([s for s, _ in best[:2]], abs=1e-5)
+            assert face["similarity"] == face["candidates"][0]["similarity"]
             assert face["identity"] == (best[0][1] if best[0][0] >= 0.1 else None)
             assert face["box"] == pytest.approx(box.tolist())
+            # `score` is kept one release as a deprecated alias: det_score on a face, similarity on a candidate
+            assert face["score"] == face["det_score"] and 0 < face["det_score"] <= 1
+            assert all(c["score"] == c["similarity"] for c in face["candidates"])
     assert main(["identify", str(single), "--gallery", str(built[0]), "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert "1 face(s)" in captured.out and "    1. " in captured.out and "    5. " not in captured.out

@@ -18,7 +18,8 @@ import pytest
 
 #: top-level packages a parse must not import (each costs 0.1-5 s and up to hundreds of MB)
 HEAVY = ("torch", "modelscope", "cv2", "numpy", "onnxruntime", "openvino", "faiss", "ray", "pyarrow", "PIL",
-         "skimage", "matplotlib", "requests")
+         "skimage", "matplotlib", "requests", "fastapi", "starlette", "uvicorn", "pydantic", "prometheus_client",
+         "python_multipart")
 
 #: runs the command line in-process, then prints the exit code and the heavy packages that were imported
 PARSE_ONLY = textwrap.dedent("""
@@ -36,7 +37,7 @@ PARSE_ONLY = textwrap.dedent("""
 """)
 
 COMMANDS = ("embed", "compare", "annotate", "evaluate", "env", "regress", "pack", "publish", "demo", "export",
-            "gallery", "identify")
+            "gallery", "identify", "serve")
 
 
 def _python(*args: str) -> subprocess.CompletedProcess:

@@ -109,3 +109,27 @@ def test_kill_9_during_enrolment_loses_nothing_acknowledged(small_model_dir, por
     assert len(enrolled) <= len(acknowledged) + 1  # at most the one in flight when killed
     with holding_writer_lock(folder, timeout=5):  # the dead server's lock is free
         pass
+
+
+def test_without_the_serve_extra_the_command_names_it(tmp_path):
+    """fastapi missing (hidden in a fresh interpreter): exit 2, one line ending with the pip command."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['fastapi'] = None\n"
+            "from modelscope_facemask.cli import main\n"
+            f"sys.exit(main(['serve', '--model', {str(tmp_path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith("pip install 'modelscope-facemask[serve]'")
+
+
+def test_a_port_in_use_fails_before_the_model_loads(tmp_path, capsys):
+    from modelscope_facemask.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["serve", "--model", str(tmp_path / "no-such-model"), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

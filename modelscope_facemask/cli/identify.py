@@ -104,11 +104,19 @@ def _records(sources: list[str], outputs: list[dict[str, Any]], answers: list[An
         for score, box in zip(output["scores"], output["boxes"]):
             answer = answers[start]
             start += 1
-            record["faces"].append({"box": [float(v) for v in box], "score": float(score),
-                                    "identity": answer.identity,
-                                    "candidates": [c.to_dict() for c in answer.candidates]})
+            best = answer.candidates[0].score if answer.candidates else None
+            record["faces"].append({"box": [float(v) for v in box], "det_score": float(score),
+                                    "score": float(score),  # deprecated alias of det_score (until the next release)
+                                    "identity": answer.identity, "similarity": best,
+                                    "candidates": [_candidate(c) for c in answer.candidates]})
         records.append(record)
     return records
+
+
+def _candidate(candidate: Any) -> dict[str, Any]:
+    """A candidate as the JSON shows it: ``similarity`` (cosine), ``score`` its deprecated alias (one release)."""
+    return {"identity": candidate.identity, "similarity": candidate.score, "score": candidate.score,
+            "source": candidate.source, "image_id": candidate.image_id}
 
 
 def _summary(records: list[dict[str, Any]], gallery: str, device: Any) -> str:
@@ -131,9 +139,9 @@ def _print_record(record: dict[str, Any]) -> None:
         box = ", ".join(f"{v:.0f}" for v in face["box"])
         top = face["candidates"][0] if face["candidates"] else None
         answer = printable(face["identity"]) if face["identity"] is not None else "unknown"
-        best = f" (best {printable(top['identity'])} {top['score']:.4f})" if top and face["identity"] is None else \
-            f" ({top['score']:.4f})" if top else ""
-        print(f"  face {index} [{box}] detection score {face['score']:.3f}: {answer}{best}")
+        best = f" (best {printable(top['identity'])} {top['similarity']:.4f})" if top and face["identity"] is None \
+            else f" ({top['similarity']:.4f})" if top else ""
+        print(f"  face {index} [{box}] detection score {face['det_score']:.3f}: {answer}{best}")
         for rank, candidate in enumerate(face["candidates"], start=1):
-            print(f"    {rank}. {printable(candidate['identity'])}  {candidate['score']:.4f}  "
+            print(f"    {rank}. {printable(candidate['identity'])}  {candidate['similarity']:.4f}  "
                   f"{printable(candidate['source'])}")

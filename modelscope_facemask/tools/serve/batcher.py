@@ -19,10 +19,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-#: buckets of the batch-size histogram
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
-
-
 class QueueFull(Exception):
     """The batch queue holds ``queue_size`` images already."""
 

@@ -10,22 +10,26 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .batcher import BATCH_BUCKETS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def batch_buckets(max_batch: int) -> tuple[float, ...]:
+    """One bucket per batch size 1..max_batch: the sizes are exact (mean and max per interval from two scrapes)."""
+    return tuple(float(n) for n in range(1, max_batch + 1))
 
 
 class ServeMetrics:
     """The metrics of one app."""
 
-    def __init__(self, batcher: Any) -> None:
+    def __init__(self, batcher: Any, max_batch: int) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("facemask_requests_total", "HTTP requests answered, by route, method and status",
                                 ("route", "method", "status"), registry=self.registry)
         self.latency = Histogram("facemask_request_duration_seconds", "Time from request start to response end",
                                  ("route",), buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("facemask_batch_size", "Images per pipeline batch", buckets=BATCH_BUCKETS,
-                                    registry=self.registry)
+        self.batch_size = Histogram("facemask_batch_size", "Images per pipeline batch (one bucket per size)",
+                                    buckets=batch_buckets(max_batch), registry=self.registry)
         self.faces = Counter("facemask_faces_processed_total", "Faces detected and embedded",
                              registry=self.registry)
         self.images = Counter("facemask_images_processed_total", "Images run through the pipeline",

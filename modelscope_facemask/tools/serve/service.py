@@ -23,7 +23,7 @@ class ServeState:
         self.settings, self.pipeline, self.gallery = settings, pipeline, gallery
         self.batcher = make_batcher(pipeline, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                                       queue_size=settings.queue_size)
-        self.metrics = ServeMetrics(self.batcher)
+        self.metrics = ServeMetrics(self.batcher, settings.max_batch)
         self.batcher.on_batch = self.metrics.on_batch
         self.decoder = ImageDecoder(settings)
         self.keys = ApiKeys.read(settings.api_key_file) if settings.api_key_file else None

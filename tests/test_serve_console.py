@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.serve_process import ServedFaceMask
+from modelscope_facemask.testing.served_process import ServedFaceMask
 
 selenium = pytest.importorskip("selenium", reason="selenium missing: pip install -e '.[test]'")
 from selenium import webdriver  # noqa: E402

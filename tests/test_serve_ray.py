@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.serve_process import ServedFaceMask
+from modelscope_facemask.testing.served_process import ServedFaceMask
 
 pytest.importorskip("ray.serve", reason="Ray Serve missing: pip install -e '.[test]'")
 pytest.importorskip("fastapi", reason="the [serve] extra is missing: pip install -e '.[test]'")

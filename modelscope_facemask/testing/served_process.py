@@ -1,5 +1,6 @@
-"""`facemask serve` in a real subprocess on 127.0.0.1 for tests: started with ``--port 0``, ready once it prints its
-URL, stopped with SIGTERM (whose exit status the caller may check)."""
+"""`facemask serve` in a real subprocess on 127.0.0.1, for tests, benchmarks and the documentation's examples:
+started with ``--port 0``, ready once it prints its URL, stopped with SIGTERM (whose exit status the caller may
+check). The subprocess imports the same package as the caller (its folder leads ``PYTHONPATH``)."""
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ class ServedFaceMask:
         self._lines: queue.Queue[str | None] = queue.Queue()
 
     def __enter__(self) -> "ServedFaceMask":
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), PYTHONUNBUFFERED="1", **self.env)
+        root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join([root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+        env = dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1", **self.env)
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         env=env)
         threading.Thread(target=self._read, daemon=True).start()

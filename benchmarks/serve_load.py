@@ -77,24 +77,30 @@ def in_process(model: Path, photos: list[Path], passes: int) -> dict[str, Any]:
             "single_image_p50_ms": statistics.median(single), "single_image_ms": single}
 
 
-def batch_buckets(url: str) -> dict[float, float]:
+def batch_buckets(url: str) -> dict[Any, float]:
+    """The batch-size histogram's buckets, plus the pipeline's total seconds in batches (key "seconds")."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = requests.get(f"{url}/metrics", timeout=30).text
-    return {float(s.labels["le"]): s.value for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == "facemask_batch_size_bucket"}
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    buckets: dict[Any, float] = {float(s.labels["le"]): s.value for s in samples
+                                 if s.name == "facemask_batch_size_bucket"}
+    buckets["seconds"] = next(s.value for s in samples if s.name == "facemask_batch_duration_seconds_sum")
+    return buckets
 
 
 def batch_stats(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
     """Mean and max batch size between two scrapes of the cumulative histogram (one bucket per size)."""
-    sizes = sorted(k for k in after if k != float("inf"))
+    sizes = sorted(k for k in after if k not in (float("inf"), "seconds"))
     counts, previous = {}, 0.0
     for size in sizes:
         cumulative = after[size] - before.get(size, 0.0)
         counts[int(size)] = cumulative - previous
         previous = cumulative
     total = sum(counts.values())
+    seconds = after["seconds"] - before.get("seconds", 0.0)
     return {"batches": int(total), "mean_batch": sum(s * c for s, c in counts.items()) / total if total else None,
+            "pipeline_seconds_per_batch": seconds / total if total else None,
             "max_batch": max((s for s, c in counts.items() if c), default=None),
             "histogram": {s: int(c) for s, c in counts.items() if c}}
 
@@ -167,7 +173,14 @@ def targets(levels: list[dict[str, Any]], inproc: dict[str, Any]) -> dict[str, A
         "mean_batch_at_16": {"measured": by[16]["mean_batch"], "target": ">= 4"},
         "errors": {"measured": sum(level["errors"] for level in levels), "target": "0"},
         "p99_over_p50_at_1": {"measured": by[1]["p99_ms"] / by[1]["p50_ms"], "target": "<= 2"},
-        "overhead_ms_at_1": {"measured": by[1]["p50_ms"] - inproc["single_image_p50_ms"], "target": "<= 5"},
+        "overhead_ms_at_1": {"measured": by[1]["mean_ms"] - 1000 * by[1]["pipeline_seconds_per_batch"],
+                             "target": "<= 5",
+                             "how": "mean client latency minus the pipeline's mean time per batch inside the server "
+                                    "(each batch one request at 1 client), measured together; it includes decoding, "
+                                    "which an in-process call on a file also does"},
+        "overhead_ms_at_1_vs_in_process_p50": {"measured": by[1]["p50_ms"] - inproc["single_image_p50_ms"],
+                                               "how": "p50 minus the in-process one-image p50 of other moments: "
+                                                      "dominated by the shared CPU's load"},
     }
 
 

@@ -218,3 +218,22 @@ def test_a_full_queue_answers_503_with_retry_after(pipeline, small_model_dir, ph
         second.join(60)
         assert answers["running"].status_code == answers["queued"].status_code == 200
         assert requests.post(f"{url}/v1/embed", files={"images": photo}, timeout=60).status_code == 200
+
+
+def test_key_file_format(tmp_path):
+    from modelscope_facemask.errors import ConfigurationError
+    from modelscope_facemask.tools.serve.auth import ApiKeys
+
+    good = tmp_path / "keys.txt"
+    good.write_text("alpha\nbeta read  # a comment\n# only a comment\ngamma WRITE\n")
+    keys = ApiKeys.read(good)
+    assert [keys.scope_of(k) for k in ("alpha", "beta", "gamma", "delta", "", None)] == \
+        ["write", "read", "write", None, None, None]
+    assert "alpha" not in repr(keys)  # only digests are kept
+    for text, fragment in (("k admin\n", "line 1"), ("k read extra\n", "line 1"), ("# none\n", "holds no key")):
+        bad = tmp_path / "bad.txt"
+        bad.write_text(text)
+        with pytest.raises(ConfigurationError, match=fragment):
+            ApiKeys.read(bad)
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        ApiKeys.read(tmp_path / "missing.txt")

@@ -275,3 +275,14 @@ def test_health_ready_and_metrics(server):
         assert expected_name in names, names
     routes = {s.labels["route"] for s in metric_samples(url, "facemask_requests_total")}
     assert "/v1/embed" in routes and "/healthz" in routes
+
+
+def test_the_console_is_served_from_its_folder(server):
+    from modelscope_facemask.tools.serve.console import console_folder
+
+    url, _ = server
+    page = requests.get(f"{url}/", timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text == (console_folder() / "index.html").read_text(encoding="utf-8")
+    for name in ("../app.py", "nothing.js"):
+        assert requests.get(f"{url}/console/{name}", timeout=30).status_code == 404

@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
               "max_wait_ms": args.max_wait_ms, "route": "POST /v1/embed, one photo per request (multipart)",
               "note": "2 CPU cores shared with other workers during the run: figures are indicative; load "
                       f"average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after",
-              "in_process": inproc, "in_process_before": before, "in_process_after": after, "levels": levels, "server_peak_rss_mib": rss, "server_exit_code": code}
+              "in_process": inproc, "in_process_before": before, "in_process_after": after, "levels": levels,
+              "server_peak_rss_mib": rss, "server_exit_code": code}
     result["decode_ms_median"] = decoding
     result["targets"] = targets(levels, inproc, decoding)
     out = Path(args.out or HERE / "results" / f"serve-load-cpu-{result['date']}.json")

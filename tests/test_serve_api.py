@@ -301,7 +301,8 @@ def test_identify_is_answered_while_an_enrolment_is_being_written(server, photos
     monkeypatch.setattr(gallery, "_enrol", slow_enrol)
     done: dict[str, requests.Response] = {}
     writer = threading.Thread(target=lambda: done.setdefault("enrol", requests.post(
-        f"{url}/v1/gallery/identities", data={"identity": "erin"}, files={"images": photos["impostor_1"]}, timeout=120)))
+        f"{url}/v1/gallery/identities", data={"identity": "erin"}, files={"images": photos["impostor_1"]},
+        timeout=120)))
     writer.start()
     try:
         assert writing.wait(60)

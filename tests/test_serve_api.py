@@ -107,6 +107,9 @@ def test_call_answers_what_modelscope_makes_of_the_pipeline_output(server, pipel
             assert np.shape(served[key]) == np.shape(reference[key])
             assert np.abs(np.asarray(served[key], np.float64) - np.asarray(reference[key], np.float64)).max() \
                 <= TOLERANCE
+    body = {"input": {"image": base64.b64encode(photos["person_a_1"]).decode()}, "parameters": {"use_det": False}}
+    whole = requests.post(f"{url}/call", json=body, timeout=60)  # no detector: NaN scores, sent as null
+    assert whole.status_code == 200 and whole.json()["scores"] == [None] and len(whole.json()["img_embedding"]) == 1
     described = requests.get(f"{url}/describe", timeout=30).json()
     assert described == {"schema": {"task_name": "face-recognition", "schema": get_task_schemas("face-recognition")},
                          "sample": get_task_input_examples("face-recognition")}

@@ -18,8 +18,9 @@ READY_TIMEOUT_S = 240
 
 
 @contextlib.contextmanager
-def server_thread(settings: Any, pipeline: Any, *, gallery: Any = None) -> Iterator[str]:
-    """``create_app(settings, pipeline)`` served on a free port in a thread; yields its base URL once ready."""
+def server_thread(settings: Any, pipeline: Any, *, gallery: Any = None, wait_ready: bool = True) -> Iterator[str]:
+    """``create_app(settings, pipeline)`` served on a free port in a thread; yields its base URL once ready (or,
+    with ``wait_ready=False``, once it answers ``/healthz``)."""
     import uvicorn
 
     from modelscope_facemask.tools.serve.app import create_app
@@ -32,12 +33,27 @@ def server_thread(settings: Any, pipeline: Any, *, gallery: Any = None) -> Itera
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        assert ready.wait(READY_TIMEOUT_S), "the server did not warm up"
+        if wait_ready:
+            assert ready.wait(READY_TIMEOUT_S), "the server did not warm up"
+        else:
+            _wait_alive(url_of(sock))
         yield url_of(sock)
     finally:
         server.should_exit = True
         thread.join(60)
         sock.close()
+
+
+def _wait_alive(url: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the server never answered /healthz")
 
 
 def start_cli_server(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:

@@ -50,7 +50,7 @@ def server(pipeline, small_model_dir, tmp_path_factory):
     gallery = GalleryService(folder, GalleryModel.of_pipeline(pipeline, str(small_model_dir)))
     settings = ServeSettings(model=str(small_model_dir), gallery=str(folder), max_wait_ms=50, threshold=0.5)
     with server_thread(settings, pipeline, gallery=gallery) as url:
-        yield url, folder
+        yield url, folder, gallery
 
 
 def _close(served: list[float], reference: np.ndarray) -> bool:
@@ -58,7 +58,7 @@ def _close(served: list[float], reference: np.ndarray) -> bool:
 
 
 def test_embed_multipart_and_json_equal_the_in_process_pipeline(server, photos, expected):
-    url, _ = server
+    url = server[0]
     files = [("images", (f"{name}.jpg", photos[name], "image/jpeg")) for name in PHOTOS]
     by_upload = requests.post(f"{url}/v1/embed", files=files, timeout=120)
     by_json = requests.post(f"{url}/v1/embed", json={"images": [base64.b64encode(photos[n]).decode() for n in PHOTOS]},
@@ -79,7 +79,7 @@ def test_embed_multipart_and_json_equal_the_in_process_pipeline(server, photos, 
 
 
 def test_embed_reports_a_bad_image_in_its_own_slot(server, photos, expected):
-    url, _ = server
+    url = server[0]
     answer = requests.post(f"{url}/v1/embed", files=[("images", ("junk.jpg", b"not an image", "image/jpeg")),
                                                      ("images", ("a.jpg", photos["person_a_1"], "image/jpeg"))],
                            timeout=60)
@@ -94,7 +94,7 @@ def test_call_answers_what_modelscope_makes_of_the_pipeline_output(server, pipel
     from modelscope.utils.input_output import (call_pipeline_with_json, get_task_input_examples, get_task_schemas,
                                                pipeline_output_to_service_base64_output)
 
-    url, _ = server
+    url = server[0]
     for name in ("person_a_2", "impostor_1"):
         body = {"input": {"image": base64.b64encode(photos[name]).decode()}, "parameters": {}}
         answer = requests.post(f"{url}/call", json=body, timeout=60)
@@ -107,6 +107,9 @@ def test_call_answers_what_modelscope_makes_of_the_pipeline_output(server, pipel
             assert np.shape(served[key]) == np.shape(reference[key])
             assert np.abs(np.asarray(served[key], np.float64) - np.asarray(reference[key], np.float64)).max() \
                 <= TOLERANCE
+    body = {"input": {"image": base64.b64encode(photos["person_a_1"]).decode()}, "parameters": {"use_det": False}}
+    whole = requests.post(f"{url}/call", json=body, timeout=60)  # no detector: NaN scores, sent as null
+    assert whole.status_code == 200 and whole.json()["scores"] == [None] and len(whole.json()["img_embedding"]) == 1
     described = requests.get(f"{url}/describe", timeout=30).json()
     assert described == {"schema": {"task_name": "face-recognition", "schema": get_task_schemas("face-recognition")},
                          "sample": get_task_input_examples("face-recognition")}
@@ -123,7 +126,7 @@ def test_modelscope_health_answer(server):
 
 
 def test_call_never_opens_a_path_or_fetches_a_url(server, portraits):
-    url, _ = server
+    url = server[0]
     for text, code in ((str(portraits["person_a_1"]), "invalid_image"), ("/etc/passwd", "invalid_image"),
                        ("http://127.0.0.1:1/x.jpg", "urls_not_allowed")):
         answer = requests.post(f"{url}/call", json={"input": {"image": text}}, timeout=30)
@@ -134,7 +137,7 @@ def test_call_never_opens_a_path_or_fetches_a_url(server, portraits):
 
 
 def test_concurrent_clients_share_batches_and_get_their_own_answers(server, photos, expected):
-    url, _ = server
+    url = server[0]
     before = _batches_over_one(url)
     names = [PHOTOS[i % len(PHOTOS)] for i in range(12)]
     answers: dict[int, requests.Response] = {}
@@ -168,7 +171,7 @@ def _batches_over_one(url: str) -> float:
 
 
 def test_verify(server, pipeline, photos, portraits):
-    url, _ = server
+    url = server[0]
     a = pipeline(str(portraits["person_a_1"]), max_faces=1)["img_embedding"][0]
     b = pipeline(str(portraits["person_b_1"]), max_faces=1)["img_embedding"][0]
     answer = requests.post(f"{url}/v1/verify", files={"image_a": photos["person_a_1"], "image_b": photos["person_b_1"]},
@@ -200,7 +203,7 @@ def test_verify_without_a_face_names_the_image(server, photos):
 def test_enrol_identify_and_delete(server, pipeline, photos, portraits):
     from modelscope_facemask.tools.gallery.face_gallery import FaceGallery
 
-    url, folder = server
+    url, folder = server[:2]
     for identity, name in (("alice", "person_a_1"), ("bob", "person_b_1")):
         answer = requests.post(f"{url}/v1/gallery/identities", data={"identity": identity},
                                files=[("images", (f"{name}.jpg", photos[name]))], timeout=60)
@@ -252,7 +255,7 @@ def test_another_process_write_is_seen(server, pipeline, portraits):
     from modelscope_facemask.tools.gallery.face_gallery import FaceGallery
     from modelscope_facemask.tools.gallery.gallery_folder import writer_lock
 
-    url, folder = server
+    url, folder = server[:2]
     requests.post(f"{url}/v1/gallery/identities", data={"identity": "carol"},
                   files=[("images", ("c.jpg", Path(portraits["impostor_2"]).read_bytes()))], timeout=60)
     with writer_lock(folder):
@@ -265,7 +268,7 @@ def test_another_process_write_is_seen(server, pipeline, portraits):
 
 
 def test_health_ready_and_metrics(server):
-    url, _ = server
+    url = server[0]
     assert requests.get(f"{url}/healthz", timeout=30).json() == {"status": "alive"}
     ready = requests.get(f"{url}/readyz", timeout=30)
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
@@ -275,3 +278,42 @@ def test_health_ready_and_metrics(server):
         assert expected_name in names, names
     routes = {s.labels["route"] for s in metric_samples(url, "facemask_requests_total")}
     assert "/v1/embed" in routes and "/healthz" in routes
+
+
+def test_the_console_is_served_from_its_folder(server):
+    from modelscope_facemask.tools.serve.console import console_folder
+
+    url = server[0]
+    page = requests.get(f"{url}/", timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text == (console_folder() / "index.html").read_text(encoding="utf-8")
+    for name in ("../app.py", "nothing.js"):
+        assert requests.get(f"{url}/console/{name}", timeout=30).status_code == 404
+
+
+def test_identify_is_answered_while_an_enrolment_is_being_written(server, photos, monkeypatch):
+    url, _, gallery = server
+    writing, release = threading.Event(), threading.Event()
+    original = gallery._enrol
+
+    def slow_enrol(*args, **kwargs):
+        writing.set()
+        assert release.wait(60)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gallery, "_enrol", slow_enrol)
+    done: dict[str, requests.Response] = {}
+    writer = threading.Thread(target=lambda: done.setdefault("enrol", requests.post(
+        f"{url}/v1/gallery/identities", data={"identity": "erin"}, files={"images": photos["impostor_1"]},
+        timeout=120)))
+    writer.start()
+    try:
+        assert writing.wait(60)
+        answer = requests.post(f"{url}/v1/identify", files={"image": photos["person_a_1"]}, timeout=60)
+        assert answer.status_code == 200 and "erin" not in answer.text  # the previous gallery answers
+    finally:
+        release.set()
+        writer.join(120)
+    assert done["enrol"].status_code == 200, done["enrol"].text
+    after = requests.post(f"{url}/v1/identify", files={"image": photos["impostor_1"]}, timeout=60).json()
+    assert after["faces"][0]["candidates"][0]["identity"] == "erin"  # visible to the next identify

@@ -213,8 +213,45 @@ def test_a_full_queue_answers_503_with_retry_after(pipeline, small_model_dir, ph
         full = requests.post(f"{url}/v1/embed", files={"images": photo}, timeout=30)
         _error(full, 503, "queue_full")
         assert full.headers["Retry-After"] == "1"
+        # the event loop is free while the worker is busy: other routes are answered
+        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
         gated.gate.set()
         first.join(60)
         second.join(60)
         assert answers["running"].status_code == answers["queued"].status_code == 200
+        assert requests.post(f"{url}/v1/embed", files={"images": photo}, timeout=60).status_code == 200
+
+
+def test_key_file_format(tmp_path):
+    from modelscope_facemask.errors import ConfigurationError
+    from modelscope_facemask.tools.serve.auth import ApiKeys
+
+    good = tmp_path / "keys.txt"
+    good.write_text("alpha\nbeta read  # a comment\n# only a comment\ngamma WRITE\n")
+    keys = ApiKeys.read(good)
+    assert [keys.scope_of(k) for k in ("alpha", "beta", "gamma", "delta", "", None)] == \
+        ["write", "read", "write", None, None, None]
+    assert "alpha" not in repr(keys)  # only digests are kept
+    for text, fragment in (("k admin\n", "line 1"), ("k read extra\n", "line 1"), ("# none\n", "holds no key")):
+        bad = tmp_path / "bad.txt"
+        bad.write_text(text)
+        with pytest.raises(ConfigurationError, match=fragment):
+            ApiKeys.read(bad)
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        ApiKeys.read(tmp_path / "missing.txt")
+
+
+def test_not_ready_until_warmed_up(pipeline, small_model_dir, photo):
+    gated = _GatedPipeline(pipeline)
+    gated.warm = True  # the warm-up itself waits for the gate
+    with server_thread(ServeSettings(model=str(small_model_dir)), gated, wait_ready=False) as url:
+        assert gated.entered.wait(30)
+        _error(requests.get(f"{url}/readyz", timeout=30), 503, "not_ready")
+        _error(requests.post(f"{url}/v1/embed", files={"images": photo}, timeout=30), 503, "not_ready")
+        assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+        gated.gate.set()
+        deadline = time.monotonic() + 60
+        while requests.get(f"{url}/readyz", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.05)
         assert requests.post(f"{url}/v1/embed", files={"images": photo}, timeout=60).status_code == 200

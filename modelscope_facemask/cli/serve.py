@@ -48,7 +48,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--allow-urls", action="store_true",
                         help="also accept http(s) URLs as images (the server fetches them, within the download "
                              "deadline and size caps)")
-    parser.add_argument("--max-body-mb", type=positive_seconds, default=defaults.DEFAULT_MAX_BODY_BYTES / 2**20,
+    parser.add_argument("--max-body-mb", type=_megabytes, default=defaults.DEFAULT_MAX_BODY_BYTES / 2**20,
                         metavar="MB", help=f"largest request body (default {defaults.DEFAULT_MAX_BODY_BYTES // 2**20})")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.DEFAULT_MAX_PIXELS, metavar="N",
                         help=f"largest image, width x height (default {defaults.DEFAULT_MAX_PIXELS:,})")
@@ -71,6 +71,17 @@ def register(commands: Any) -> None:
     ray.add_argument("--gpus-per-replica", type=non_negative_number, default=0.0, metavar="G",
                      help="GPUs per replica (default 0; e.g. 1, or 0.5 to share one GPU between two)")
     parser.set_defaults(handler=run)
+
+
+def _megabytes(text: str) -> float:
+    """A finite number of MiB > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of MiB > 0, got {text!r}")
+    return value
 
 
 def _settings(args: argparse.Namespace) -> Any:

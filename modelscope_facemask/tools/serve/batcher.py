@@ -58,7 +58,7 @@ class DynamicBatcher:
         self.pipeline = pipeline
         self.max_batch, self.max_wait_s, self.queue_size = max_batch, max_wait_ms / 1000.0, queue_size
         self.stats = BatchStats()
-        self.on_batch = on_batch  # called (size, faces) after each batch, on the loop
+        self.on_batch = on_batch  # called (size, faces, seconds) after each batch, on the loop
         self._queue: asyncio.Queue[BatchItem] | None = None
         self._task: asyncio.Task | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facemask-batch")
@@ -152,16 +152,18 @@ class DynamicBatcher:
     async def execute(self, batch: list[BatchItem]) -> list[Any]:
         """Run one gathered batch on the worker thread and record it: an output or an exception per item."""
         self._running = len(batch)
+        start = time.perf_counter()
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._worker, self._run_groups, batch)
         except BaseException as exc:  # noqa: BLE001 - the whole batch failed: every request hears it
             outputs = [exc] * len(batch)
         finally:
             self._running = 0
+        seconds = time.perf_counter() - start
         faces = sum(len(output["scores"]) for output in outputs if isinstance(output, dict) and "error" not in output)
         self.stats.record(len(batch), faces)
         if self.on_batch is not None:
-            self.on_batch(len(batch), faces)
+            self.on_batch(len(batch), faces, seconds)
         return outputs
 
     def _run_groups(self, batch: list[BatchItem]) -> list[Any]:

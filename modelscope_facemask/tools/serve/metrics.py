@@ -1,5 +1,6 @@
 """Prometheus metrics of one server, in a registry of its own (never the process-wide one): requests by route and
-status, request latency, batch sizes, queue depth and faces processed. :class:`MetricsMiddleware` counts every
+status, request latency, batch sizes, the pipeline's time per batch, queue depth and faces processed.
+:class:`MetricsMiddleware` counts every
 HTTP request under its route's path template (``/v1/gallery/identities/{identity}``; ``unmatched`` for unknown
 paths, so that scanners cannot grow the label set)."""
 from __future__ import annotations
@@ -30,6 +31,8 @@ class ServeMetrics:
                                  ("route",), buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("facemask_batch_size", "Images per pipeline batch (one bucket per size)",
                                     buckets=batch_buckets(max_batch), registry=self.registry)
+        self.batch_seconds = Histogram("facemask_batch_duration_seconds", "Time the pipeline took per batch",
+                                       buckets=LATENCY_BUCKETS, registry=self.registry)
         self.faces = Counter("facemask_faces_processed_total", "Faces detected and embedded",
                              registry=self.registry)
         self.images = Counter("facemask_images_processed_total", "Images run through the pipeline",
@@ -39,8 +42,9 @@ class ServeMetrics:
         running = Gauge("facemask_batch_in_flight", "Images in the batch running now", registry=self.registry)
         running.set_function(lambda: batcher.in_flight)
 
-    def on_batch(self, size: int, faces: int) -> None:
+    def on_batch(self, size: int, faces: int, seconds: float) -> None:
         self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
         self.images.inc(size)
         self.faces.inc(faces)
 

@@ -96,6 +96,8 @@ class ImageDecoder:
                 data = base64_bytes(item, what)
             return decode_image(data, what, self.settings.max_pixels)
         except ApiError as exc:
+            if isinstance(item, str) and exc.code == "invalid_image" and "never a path" not in exc.message:
+                exc.message += " (a string is read as base64 image bytes, never as a path)"
             return exc
 
     async def decode(self, items: list[Any], what: str, *, many: bool = False) -> list[Any]:

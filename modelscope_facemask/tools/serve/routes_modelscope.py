@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ...errors import ConfigurationError
+from ...support.json_output import finite_or_none
 from .api_errors import ApiError
 from .auth import READ
 from .request_body import read_json
@@ -65,7 +66,8 @@ async def call(request: Request) -> JSONResponse:
     (output,) = await state.run([decoded], ["input.image"], **parameters)
     if "error" in output:
         raise ApiError(422, "invalid_image", f"input.image: {output['error']}")
-    return JSONResponse(pipeline_output_to_service_base64_output(TASK, output))
+    # strict JSON: the NaN scores and landmarks of use_det=False become null (ModelScope's would be invalid JSON)
+    return JSONResponse(finite_or_none(pipeline_output_to_service_base64_output(TASK, output)))
 
 
 @router.get("/describe")

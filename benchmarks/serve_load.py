@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +29,8 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from modelscope_facemask.testing.served_process import ServedFaceMask  # noqa: E402
 PHOTOS = ("person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2")
 LEVELS = (1, 4, 16)
 
@@ -157,18 +158,6 @@ def load_level(url: str, photos: list[bytes], clients: int, per_client: int) -> 
             **batch_stats(before, batch_buckets(url))}
 
 
-def start_server(model: Path, max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-m", "modelscope_facemask.cli", "serve", "--model", str(model),
-                                "--device", "cpu", "--port", "0", "--max-batch", str(max_batch), "--max-wait-ms",
-                                str(max_wait_ms), "--queue-size", "1024"],
-                               stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                               env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"})
-    for line in process.stdout:
-        if line.startswith("serving on "):
-            return process, line.split()[-1]
-    raise RuntimeError(f"the server did not start (exit {process.wait()})")
-
-
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -218,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     decoding = float("nan")
     with tempfile.TemporaryDirectory(prefix="serve-load-") as work:
         model = build_model(Path(work) / "model", args.config)
-        process, url = start_server(model, args.max_batch, args.max_wait_ms)
+        server = ServedFaceMask(model, args=["--max-batch", str(args.max_batch), "--max-wait-ms",
+                                             str(args.max_wait_ms), "--queue-size", "1024"]).__enter__()
+        process, url = server.process, server.url
         try:
             before = in_process(model, paths, args.passes)  # the server idles meanwhile
             photos = [p.read_bytes() for p in paths]
@@ -229,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             rss = peak_rss_mib(process.pid)
             after = in_process(model, paths, args.passes)  # again: the shared CPU's load drifts during a run
         finally:
-            process.terminate()
-            code = process.wait(120)
+            code = server.stop(120)
     inproc = {"batched_images_per_s": (before["batched_images_per_s"] + after["batched_images_per_s"]) / 2,
               "single_image_p50_ms": (before["single_image_p50_ms"] + after["single_image_p50_ms"]) / 2,
               "how": "mean of the measurements before and after the served levels"}

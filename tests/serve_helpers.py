@@ -1,13 +1,11 @@
 """Helpers of the server tests: a real uvicorn server on 127.0.0.1 in a thread (in-process, sharing a pipeline
-with the test), or ``facemask serve`` in a subprocess; raw HTTP over a socket for the fault tests."""
+with the test); raw HTTP over a socket for the fault tests. ``facemask serve`` in a subprocess:
+:class:`modelscope_facemask.testing.served_process.ServedFaceMask`."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from typing import Any, Iterator
@@ -54,25 +52,6 @@ def _wait_alive(url: str) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError("the server never answered /healthz")
-
-
-def start_cli_server(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """``python -m modelscope_facemask.cli serve --port 0 ARGS``; returns the process and its URL (from the
-    ``serving on`` line)."""
-    process = subprocess.Popen([sys.executable, "-m", "modelscope_facemask.cli", "serve", "--port", "0", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        found = re.match(r"serving on (http://\S+)", line.strip())
-        if found:
-            return process, found.group(1)
-    process.kill()
-    raise AssertionError(f"no 'serving on' line; stderr: {process.communicate()[1][-3000:]}")
 
 
 def host_port(url: str) -> tuple[str, int]:

@@ -14,7 +14,9 @@ import requests
 
 pytest.importorskip("fastapi")
 
-from .serve_helpers import host_port, multipart, raw_request, read_response, start_cli_server  # noqa: E402
+from modelscope_facemask.testing.served_process import ServedFaceMask  # noqa: E402
+
+from .serve_helpers import host_port, multipart, raw_request, read_response  # noqa: E402
 
 
 def _refused(url: str) -> bool:
@@ -26,8 +28,8 @@ def _refused(url: str) -> bool:
 
 
 def test_sigterm_answers_the_request_in_flight_then_exits_0(small_model_dir, portraits):
-    process, url = start_cli_server("--model", str(small_model_dir), "--device", "cpu")
-    try:
+    with ServedFaceMask(small_model_dir) as server:
+        process, url = server.process, server.url
         photo = Path(portraits["person_a_1"]).read_bytes()
         body, kind = multipart({}, [("images", "a.jpg", photo)])
         head = (f"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}")
@@ -43,11 +45,7 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(small_model_dir, por
         status, answer = read_response(sock)
         sock.close()
         assert status == 200 and b'"embedding"' in answer
-        assert process.wait(60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
+        assert process.wait(60) == 0, server.output
 
 
 def _variants(photo_path: Path, count: int) -> list[bytes]:
@@ -72,7 +70,8 @@ def test_kill_9_during_enrolment_loses_nothing_acknowledged(small_model_dir, por
 
     folder = tmp_path / "G"
     photos = _variants(Path(portraits["person_a_1"]), 40)
-    process, url = start_cli_server("--model", str(small_model_dir), "--device", "cpu", "--gallery", str(folder))
+    server = ServedFaceMask(small_model_dir, gallery=folder).__enter__()
+    process, url = server.process, server.url
     acknowledged: list[str] = []
     stop = threading.Event()
 
@@ -100,9 +99,7 @@ def test_kill_9_during_enrolment_loses_nothing_acknowledged(small_model_dir, por
         writer.join(60)
         process.wait(30)
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
+        server.stop()
     gallery = FaceGallery.load(folder)  # opens: every file matches its manifest
     enrolled = set(gallery.identities())
     assert set(acknowledged) <= enrolled, sorted(set(acknowledged) - enrolled)

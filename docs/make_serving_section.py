@@ -36,7 +36,8 @@ EXAMPLES = [
     ("ModelScope's `/call` (JSON, the image as base64), as `modelscope server` answers it",
      "jq -n --rawfile b <(base64 -w0 bob.jpg) '{input: {image: $b}}' | curl -s -H 'Content-Type: application/json' "
      "-d @- $URL/call | jq -c '{keys: keys, scores, boxes}'"),
-    ("Health and readiness", "curl -s $URL/healthz; echo; curl -s $URL/readyz | jq -c"),
+    ("Health and readiness", "curl -s $URL/healthz; echo; curl -s $URL/readyz | "
+                             "jq -c '{status, device, precision, engine}'"),
     ("A bad request: one error shape, a 4xx", "curl -s -w ' HTTP %{http_code}' -F image=@README.md $URL/v1/identify"),
     ("Prometheus metrics (excerpt)", "curl -s $URL/metrics | grep -E '^facemask_(requests_total|batch_size_count|"
                                      "faces_total)' | head -4"),
@@ -116,7 +117,7 @@ def section(examples: list[tuple[str, str, str]], load: Path) -> str:
               "drop a photo and see every face labelled with its identity, enrol, list and delete. Its browser test "
               "(`tests/test_serve_console.py`, headless Chromium) took this screenshot:", "",
               "![The web console after identifying an uploaded photo: the annotated picture, the faces found, "
-              "the gallery](docs/images/serve-console.png)", ""]
+              "the gallery](docs/images/serve-console.jpg)", ""]
     lines += ["**Past one machine, Ray Serve** (extra `[ray]`): the same app on `--replicas N` replicas, batching "
               "with `@serve.batch`, every enrolment through one gallery writer; replicas reload the gallery folder "
               "when it changes. On a laptop this starts a local Ray; on a cluster (`ray start --head` on one node, "
@@ -131,7 +132,24 @@ def section(examples: list[tuple[str, str, str]], load: Path) -> str:
               *load_table(load), "",
               "Routes, limits, API keys, metrics and shutdown: [docs/serve.md](docs/serve.md); the console: "
               "[docs/serve-console.md](docs/serve-console.md).", "", END]
-    return "\n".join(lines)
+    return "\n".join(_wrapped(lines))
+
+
+def _wrapped(lines: list[str], width: int = 120) -> list[str]:
+    """Prose lines wrapped at ``width`` as the rest of the README; code blocks, tables and images kept as they are."""
+    import textwrap
+
+    out, code = [], False
+    for line in lines:
+        if line.lstrip().startswith("```"):
+            code = not code
+        if code or line.lstrip().startswith(("```", "|", "![", "<!--")) or len(line) <= width:
+            out.append(line)
+        else:
+            indent = "  " if line.startswith("- ") else ""
+            out += textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False,
+                                 break_long_words=False)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

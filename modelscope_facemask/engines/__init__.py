@@ -45,7 +45,10 @@ def check_engine(value: Any, *, where: str = "engine") -> str | None:
 
 
 #: precisions each exported engine runs (the torch engine runs every precision)
-ENGINE_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
+ENGINE_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16", "int8")}
+#: how to make the int8 graphs precision='int8' runs (named by every refusal)
+QUANTIZE_HINT = ("`facemask quantize --model M --calibration IMAGES_OR_DIR --out DIR`, then engine='openvino', "
+                 "engine_dir=DIR (--engine openvino --engine-dir DIR)")
 
 
 def check_engine_setup(engine: str, device: torch.device | str, precision: str) -> None:
@@ -69,6 +72,16 @@ def check_engine_setup(engine: str, device: torch.device | str, precision: str) 
             raise ConfigurationError(f"engine {engine!r} runs bf16 only on CPUs with bf16 hardware (avx512_bf16 or "
                                      "amx_bf16), and this CPU has none: use precision='fp32' (the default)")
     require_engine(engine)
+
+
+def check_int8_request(engine: str, precision: str, engine_dir: Any) -> None:
+    """Refuse precision 'int8' without the folder ``facemask quantize`` wrote (``engine_dir``): int8 graphs are
+    never made silently on first use (their calibration images decide their accuracy)."""
+    if precision != "int8":
+        return
+    if engine != "openvino" or engine_dir is None:
+        raise ConfigurationError(f"precision 'int8' needs the int8 graphs of a `facemask quantize` folder: run "
+                                 f"{QUANTIZE_HINT}; int8 is never quantized silently on first use")
 
 
 def require_engine(engine: str) -> Any:

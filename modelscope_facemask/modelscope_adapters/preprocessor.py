@@ -18,7 +18,7 @@ from .configuration import (
     resolve_detector_dir,
 )
 from ..engines.devices import resolve_device
-from ..engines import DEFAULT_ENGINE, check_engine, check_engine_setup
+from ..engines import DEFAULT_ENGINE, check_engine, check_engine_setup, check_int8_request
 from ..errors import FaceMaskError
 from ..faces.choose import validate_max_faces
 from ..faces.detector import DetectionSettings, FaceDetector, check_batched_postprocess, check_det_max_side, \
@@ -99,6 +99,7 @@ class FaceMaskPreprocessor(Preprocessor):
         validate_max_faces(self.settings.max_faces)
         check_precision_on_device(self.settings.precision, self.device_used)
         check_engine_setup(self.settings.engine, self.device_used, self.settings.precision)
+        check_int8_request(self.settings.engine, self.settings.precision, engine_dir)
         self._detector: FaceDetector | None = None
         if self.settings.use_det:
             _ = self.detector  # load now, so that a bad detector fails at construction, not at the first image

@@ -36,7 +36,7 @@ PARSE_ONLY = textwrap.dedent("""
 """)
 
 COMMANDS = ("embed", "compare", "annotate", "evaluate", "env", "regress", "pack", "publish", "demo", "export",
-            "gallery", "identify")
+            "quantize", "gallery", "identify")
 
 
 def _python(*args: str) -> subprocess.CompletedProcess:

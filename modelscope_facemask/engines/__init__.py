@@ -79,9 +79,16 @@ def check_int8_request(engine: str, precision: str, engine_dir: Any) -> None:
     never made silently on first use (their calibration images decide their accuracy)."""
     if precision != "int8":
         return
-    if engine != "openvino" or engine_dir is None:
+    _check_int8_engine(engine)
+    if engine_dir is None:
         raise ConfigurationError(f"precision 'int8' needs the int8 graphs of a `facemask quantize` folder: run "
                                  f"{QUANTIZE_HINT}; int8 is never quantized silently on first use")
+
+
+def _check_int8_engine(engine: str) -> None:
+    if engine != "openvino":
+        raise ConfigurationError(f"precision 'int8' runs on engine='openvino' only (CPU), not {engine!r}: quantize "
+                                 f"the model once with {QUANTIZE_HINT}")
 
 
 def require_engine(engine: str) -> Any:

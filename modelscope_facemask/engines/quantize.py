@@ -27,7 +27,13 @@ def require_nncf():
     """Import and return NNCF, or raise ``MissingExtraError`` naming the ``[openvino]`` extra."""
     from ..support.extras import require
 
-    return require("nncf", "openvino", FEATURE)
+    quiet = logging.getLogger("torch.utils.cpp_extension")  # NNCF imports it; it warns about CUDA_HOME on CPUs
+    previous = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return require("nncf", "openvino", FEATURE)
+    finally:
+        quiet.setLevel(previous)
 
 
 def quantize_openvino(xml_path: str | os.PathLike, inputs: Sequence[np.ndarray], out_xml: str | os.PathLike) -> Path:

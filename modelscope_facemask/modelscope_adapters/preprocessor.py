@@ -139,8 +139,10 @@ class FaceMaskPreprocessor(Preprocessor):
                                                        precision=self.precision,
                                                        weights_file=self._detector.weights_file,
                                                        engine_dir=self.engine_dir)
+            runs = self.precision if self.precision != "int8" or getattr(self._detector.engine, "int8", False) \
+                else "fp32: the int8 folder keeps the detector in fp32"
             logger.info("RetinaFace detector (%s) loaded from %s on %s (%s)", self._detector.config.name, folder,
-                        self.device_used, self.precision)
+                        self.device_used, runs)
         return self._detector
 
     @property

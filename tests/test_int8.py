@@ -214,3 +214,23 @@ def test_quantize_refuses_before_any_work(small_model_dir, quantized, portraits,
     assert main([*base, "--out", str(small_model_dir / "int8")]) == 2  # inside the model folder it reads
     assert "overlap" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("a", "b")) and not (small_model_dir / "int8").exists()
+
+
+def test_calibration_split_and_matching_rules(tmp_path):
+    """The split (held-out images spread over the sorted list) and the one-to-one IoU >= 0.9 matching, on cases
+    built by hand."""
+    from modelscope_facemask.tools.quantize.calibration import split_calibration
+    from modelscope_facemask.tools.quantize.fidelity import match_faces
+
+    images = [tmp_path / f"{i}.jpg" for i in range(6)]
+    split = split_calibration(images, held_out=2)
+    assert split.held_out == [images[1], images[4]] and split.calibration == [images[i] for i in (0, 2, 3, 5)]
+    assert split_calibration(images, held_out=1, subset=2).calibration == [images[0], images[1]]
+    assert split_calibration(images).held_out == [images[3]]  # default: a fifth, at least one
+    with pytest.raises(ConfigurationError, match="--subset"):
+        split_calibration(images, subset=0)
+    ref = np.array([[0, 0, 100, 100], [200, 0, 300, 100]], np.float32)
+    # IoU of [0,0,100,100] with [0,0,100,105] is 100*100 / (100*105) = 0.952; with [0,0,100,115]: 0.870
+    got = np.array([[200, 0, 300, 100], [0, 0, 100, 105], [0, 0, 100, 115]], np.float32)
+    assert match_faces(ref, got) == [(0, 1), (1, 0)]
+    assert match_faces(ref, got[2:]) == []

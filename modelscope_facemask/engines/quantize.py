@@ -2,8 +2,9 @@
 ``facemask quantize``: the fp32 IR is read, its activation ranges are collected on calibration inputs (the network's
 own input arrays), and the int8 IR is written with fp32 weights storage for the parts NNCF leaves in floating point.
 
-NNCF's settings: the default ``PERFORMANCE`` preset (symmetric int8 weights and activations, the form VNNI and AMX
-run fastest), fast bias correction on; ``subset_size`` = the number of calibration inputs given. Its progress bars
+NNCF's settings: the ``MIXED`` preset (symmetric int8 weights, asymmetric activations; measured on the full synthetic
+recognizer against NNCF's default ``PERFORMANCE``: held-out cosine 0.989-0.991 against 0.984-0.990, at the same
+speed), fast bias correction on; ``subset_size`` = the number of calibration inputs given. Its progress bars
 (rich, on stdout) are kept off stdout so that ``--json`` output stays one document.
 """
 from __future__ import annotations
@@ -50,7 +51,7 @@ def quantize_openvino(xml_path: str | os.PathLike, inputs: Sequence[np.ndarray],
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             quantized = nncf.quantize(model, nncf.Dataset(arrays), subset_size=len(arrays),
-                                      preset=nncf.QuantizationPreset.PERFORMANCE, fast_bias_correction=True)
+                                      preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True)
     finally:
         logging.getLogger("nncf").setLevel(previous)
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)

@@ -24,6 +24,8 @@ DETECTOR_CHOICES = ("fp32", "int8")
 #: the detector's default in the quantize folder, chosen by measurement (docs/cpu-and-gpu.md, "int8")
 DEFAULT_DETECTOR = "fp32"
 REPORT_FILE = "fidelity.json"
+#: at most this many face crops calibrate the recognizer (spread evenly over those found; NNCF's default subset)
+MAX_RECOGNIZER_SAMPLES = 300
 
 
 @dataclass(frozen=True)
@@ -36,30 +38,36 @@ class QuantizeRequest:
     out: Path
     detector: str = DEFAULT_DETECTOR
     force: bool = False
+    #: faces per image for calibration and the report (None: all; the benchmark's synthetic detector needs 1)
+    max_faces: int | None = None
 
 
 def fp32_pipeline(request: QuantizeRequest, **options: Any) -> Any:
     """The pipeline on the CPU, all faces, torch fp32 unless ``options`` say otherwise."""
     from ...modelscope_adapters.pipeline import FaceMaskPipeline
 
-    return FaceMaskPipeline(request.model_dir, device="cpu", detector_model=request.detector_dir, max_faces=None,
-                            **options)
+    return FaceMaskPipeline(request.model_dir, device="cpu", detector_model=request.detector_dir,
+                            max_faces=request.max_faces, **options)
 
 
 def calibration_inputs(pipe: Any, images: list[Path]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(recognizer inputs: one (1, 3, 112, 112) array per aligned face, detector inputs: one (1, 3, h, w) array of
-    network planes per image) from the fp32 pipeline; :class:`ConfigurationError` when no face is found."""
+    """(recognizer inputs: one (1, 3, 112, 112) array per aligned face, at most :data:`MAX_RECOGNIZER_SAMPLES`,
+    detector inputs: one (1, 3, h, w) array of network planes per image) from the fp32 pipeline;
+    :class:`ConfigurationError` when no face is found."""
     from ...faces.detector import network_planes
     from ...faces.images import load_image
     from ...faces.prepare import PreparedFaces
     from ...faces.recognizer import crops_to_tensor
 
-    prepared = pipe.preprocessor.prepare([str(p) for p in images], max_faces=None)
+    prepared = pipe.preprocessor.prepare([str(p) for p in images])
     crops = [p.crops for p in prepared if isinstance(p, PreparedFaces) and len(p)]
     if not crops:
         raise ConfigurationError(f"no face found in the {len(images)} calibration image(s): pass photos with faces, "
                                  "like the ones the model will see")
-    recognizer = [crops_to_tensor(c[None]).numpy() for c in np.concatenate(crops)]
+    faces = np.concatenate(crops)
+    if len(faces) > MAX_RECOGNIZER_SAMPLES:
+        faces = faces[np.linspace(0, len(faces) - 1, MAX_RECOGNIZER_SAMPLES).round().astype(int)]
+    recognizer = [crops_to_tensor(c[None]).numpy() for c in faces]
     detector = []
     if pipe.preprocessor.settings.use_det:
         det = pipe.preprocessor.detector
@@ -136,7 +144,7 @@ def measure_fidelity(request: QuantizeRequest, fp32: Any, folder: Path) -> dict[
 
     int8 = fp32_pipeline(request, precision="int8", engine="openvino", engine_dir=str(folder))
     held_out = [str(p) for p in request.split.held_out]
-    prepared = fp32.preprocessor.prepare(held_out, max_faces=None)
+    prepared = fp32.preprocessor.prepare(held_out)
     crops = [p.crops for p in prepared if isinstance(p, PreparedFaces) and len(p)]
     crops_all = np.concatenate(crops) if crops else np.zeros((0, 112, 112, 3), np.uint8)
     report = fidelity_report([os.path.basename(p) for p in held_out], fp32.model.embed(crops_all),

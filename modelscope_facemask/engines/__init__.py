@@ -62,9 +62,10 @@ def check_engine_setup(engine: str, device: torch.device | str, precision: str) 
                                  f"device='cpu' (--device cpu), or use engine='torch' on CUDA")
     offered = ENGINE_PRECISIONS[engine]
     if precision not in offered:
-        only = " or ".join(offered)
-        raise ConfigurationError(f"engine {engine!r} runs in {only} only, but precision {precision!r} was asked for: "
-                                 f"use precision='fp32' with {engine!r}, or engine='torch' for fp16/bf16")
+        only = " or ".join(p for p in offered if p != "int8")
+        also = " (or int8, from a `facemask quantize` folder)" if "int8" in offered else ""
+        raise ConfigurationError(f"engine {engine!r} runs in {only} only{also}, but precision {precision!r} was asked "
+                                 f"for: use precision='fp32' with {engine!r}, or engine='torch' for fp16/bf16")
     if precision == "bf16":
         from .precision import cpu_has_bf16
 

@@ -36,7 +36,7 @@ setup(
     extras_require={
         # optional engines and tools; a feature whose extra is missing raises an error naming the extra
         "onnx": ["onnxruntime>=1.17"],
-        "openvino": ["openvino>=2024.0"],
+        "openvino": ["openvino>=2024.0", "nncf>=2.14"],  # nncf: int8 quantization (facemask quantize)
         "gallery": ["faiss-cpu>=1.8", "pyarrow>=14"],
         "ray": ["ray[data,serve]>=2.9", "pyarrow>=14"],
         # the Hugging Face Hub (publish --hub huggingface, hf:// models); ModelScope usually brings it via datasets
@@ -59,6 +59,7 @@ setup(
             "matplotlib>=3.7",
             # every optional extra, so that its tests run in CI instead of skipping
             "openvino>=2024.0",
+            "nncf>=2.14",
             "faiss-cpu>=1.8",
             "pyarrow>=14",
             "ray[data,serve]>=2.9",

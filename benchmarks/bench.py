@@ -20,7 +20,12 @@ Modes (``--modes``, comma-separated; default: all that apply to the device):
                                                  hardware: AMX or avx512_bf16)
   bf16-openvino, bf16-det640[-openvino]          bf16 on OpenVINO, and with det_max_side=640 (CPUs with bf16
                                                  hardware)
+  int8-openvino, int8-det640-openvino            int8 from a `facemask quantize` folder the run makes (calibrated on
+                                                 the jpeg640 set; CPU: VNNI / AMX run it fastest)
   recognizer                                     recognizer-only batches: reference (batch 1) vs ours, each precision
+Fidelity pass (after the speed pass): every mode with the real mobilenet0.25 detector on the real portraits against
+our torch fp32 pipeline (bench_fidelity.py); the speed pass's own fidelity figures (synthetic R50) are kept in the
+JSON for parity checks but not printed in the tables.
 The reference runs once per input set (as many timed passes as each mode, median pass); every mode reports
 images/s, faces/s, batch-1 latency p50/p95, peak RSS (and peak GPU memory), achieved FLOP/s as % of peak, speed-up
 over the reference, min cosine vs the reference's fp32 embeddings and detection deltas. Weights load time and peak
@@ -53,10 +58,11 @@ from modelscope_facemask.engines.precision import cpu_has_bf16  # noqa: E402
 from bench_measure import (  # noqa: E402,F401
     Budget, gemm_probe, measure_load, peak_for, probe_peaks, progress)
 from bench_modes import (  # noqa: E402,F401
-    ENGINES, Context, device_modes, mode_options, run_modes, run_recognizer, run_reference)
+    ENGINES, INT8_MODES, Context, device_modes, mode_options, run_modes, run_recognizer, run_reference,
+    with_int8_folder)
 from bench_report import default_out, print_targets, report_header, targets, without_outputs  # noqa: E402
 from bench_setup import (  # noqa: E402,F401
-    SMALL_UNITS, build_folders, build_ours, make_inputs, reference_pipeline, small_reference_iresnet)
+    SMALL_UNITS, build_folders, build_ours, make_inputs, quantize_folder, reference_pipeline, small_reference_iresnet)
 
 
 def default_modes(device: torch.device) -> list[str]:
@@ -92,7 +98,33 @@ def prepare(root: Path, device: torch.device, smoke: bool, report: dict[str, Any
     progress("weights load measured")
     report["peaks"] = probe_peaks(device, report["device"].get("gpu"), smoke)
     progress("GEMM probe done")
-    return Context(model, detector, device, sets, settings, report["peaks"], budget, smoke), ref_model
+    ctx = Context(model, detector, device, sets, settings, report["peaks"], budget, smoke)
+    if set(INT8_MODES) & set(settings["modes"]):  # the speed pass's int8 folder (synthetic R50: speed only)
+        made = quantize_folder(root / "int8-speed", model, detector, sets["jpeg640"])
+        ctx.int8_dir = made.pop("folder")
+        report["quantize"] = {"speed_pass": made}
+        progress("int8 folder for the speed pass quantized")
+    return ctx, ref_model
+
+
+def run_fidelity(ctx: Context, modes: list[str], report: dict[str, Any], root: Path) -> None:
+    """The fidelity pass (``bench_fidelity``): the real mobilenet0.25 on the real portraits, every mode against
+    torch fp32; the int8 modes from a quantize folder of that detector, calibrated on the jpeg640 set."""
+    from bench_fidelity import fidelity_pass, write_mobilenet_folder
+
+    try:
+        detector = write_mobilenet_folder(root)
+        int8_dir = None
+        if set(INT8_MODES) & set(modes):
+            made = quantize_folder(root / "int8-fidelity", ctx.model, detector, ctx.sets["jpeg640"])
+            int8_dir = made.pop("folder")
+            report.setdefault("quantize", {})["fidelity_pass"] = made
+        exact = report["modes"].get("fp32-torch", {}).get("sets", {}).get("photos", {}).get("max_abs_embedding_diff")
+        report["fidelity"] = fidelity_pass(ctx, modes, lambda m: with_int8_folder(mode_options(m)[0], int8_dir),
+                                           exact, detector, ctx.sets["photos"])
+    except Exception as exc:  # e.g. the detector weights cannot be fetched offline: said, not fatal
+        report["fidelity"] = {"available": False, "reason": f"{type(exc).__name__}: {exc}"[:400]}
+    progress("fidelity pass done")
 
 
 def run(args: argparse.Namespace, checkpoint: Callable[[dict[str, Any]], None] = lambda report: None) -> dict[str, Any]:
@@ -109,6 +141,7 @@ def run(args: argparse.Namespace, checkpoint: Callable[[dict[str, Any]], None] =
         if mode != "recognizer":
             mode_options(mode)
     report = report_header(device, args.smoke, run_settings(args, device, modes))
+    report["run_notes"] = list(args.note or [])
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="facemask-bench-") as tmp:
         ctx, ref_model = prepare(Path(tmp), device, args.smoke, report, budget)
@@ -125,6 +158,11 @@ def run(args: argparse.Namespace, checkpoint: Callable[[dict[str, Any]], None] =
                 report["skipped"]["recognizer"] = "time budget (--max-seconds) spent"
             else:
                 report["modes"]["recognizer"] = run_recognizer(ref, base, ctx, modes)
+        del ref, base
+        if budget.left() < 60:
+            report["fidelity"] = {"available": False, "reason": "time budget (--max-seconds) spent"}
+        else:
+            run_fidelity(ctx, modes, report, Path(tmp))
     report["load_average_end"] = list(os.getloadavg())
     report["wall_seconds"] = time.monotonic() - started
     report["targets"] = targets(report, device)
@@ -146,6 +184,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--recognizer-faces", type=int, help="faces for the recognizer-only mode (16 / 4096)")
     parser.add_argument("--batch-size", type=int, help="recognizer batch (8 on CPU, 256 on GPU)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--note", action="append", help="a note on the run for the JSON and the table (e.g. that the "
+                                                         "CPU is shared); may be repeated")
     parser.add_argument("--out", type=Path,
                         help="JSON file (default benchmarks/results/cpu-DATE.json or gpu-NAME-DATE.json)")
     args = parser.parse_args(argv)

@@ -58,11 +58,31 @@ def gemm_probe(device: torch.device, *, n: int = 2048, repeats: int = 10,
             "best_gflops": flop / min(times) / 1e9}
 
 
+def int8_gemm_probe(*, n: int = 2048, repeats: int = 10) -> dict[str, Any]:
+    """int8 x int8 -> int32 n x n matmul rate on the CPU (``torch._int_mm``, oneDNN: VNNI / AMX where the CPU has
+    them), GOP/s; the peak the int8 modes are compared with."""
+    a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+    b = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+    for _ in range(3):
+        torch._int_mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch._int_mm(a, b)
+        times.append(time.perf_counter() - start)
+    op = 2.0 * n ** 3
+    return {"n": n, "dtype": "int8 -> int32 (torch._int_mm)", "threads": torch.get_num_threads(),
+            "median_gops": op / statistics.median(times) / 1e9, "best_gops": op / min(times) / 1e9}
+
+
 def probe_peaks(device: torch.device, gpu_name: str | None, smoke: bool) -> dict[str, Any]:
     """The run's peaks: the CPU fp32 GEMM probe (and bf16 where the CPU has bf16 hardware, on a CPU run); on CUDA
     the GPU fp32 GEMM probe and the spec sheet of ``gpu_name``."""
     peaks: dict[str, Any] = {"cpu_gemm": gemm_probe(torch.device("cpu"), repeats=3 if smoke else 10)}
     peaks["cpu_gemm_gflops"] = peaks["cpu_gemm"]["median_gflops"]
+    if device.type == "cpu":
+        peaks["cpu_gemm_int8"] = int8_gemm_probe(repeats=3 if smoke else 10)
+        peaks["cpu_gemm_int8_gops"] = peaks["cpu_gemm_int8"]["median_gops"]
     if device.type == "cpu" and cpu_has_bf16():
         peaks["cpu_gemm_bf16"] = gemm_probe(torch.device("cpu"), repeats=3 if smoke else 10, dtype=torch.bfloat16)
         peaks["cpu_gemm_bf16_gflops"] = peaks["cpu_gemm_bf16"]["median_gflops"]
@@ -78,6 +98,8 @@ def peak_for(device: torch.device, precision: str, peaks: dict[str, Any]) -> tup
     if device.type == "cpu":
         if precision == "bf16" and "cpu_gemm_bf16_gflops" in peaks:
             return peaks["cpu_gemm_bf16_gflops"] * 1e9, "bf16 GEMM probe, same run"
+        if precision == "int8" and "cpu_gemm_int8_gops" in peaks:
+            return peaks["cpu_gemm_int8_gops"] * 1e9, "int8 GEMM probe (torch._int_mm), same run"
         return peaks["cpu_gemm_gflops"] * 1e9, "fp32 GEMM probe, same run"
     spec = peaks.get("gpu_spec_tflops")
     if not spec:

@@ -16,6 +16,8 @@ from bench_setup import RecordingReference, build_ours, reference_recognizer_emb
 
 ENGINES = ("torch", "onnxruntime", "openvino")
 CUDA_MODES = ("fp32-torch", "fp16", "bf16", "det640", "recognizer")
+#: int8 (a CPU feature: VNNI / AMX), from a ``facemask quantize`` folder the run makes
+INT8_MODES = ("int8-openvino", "int8-det640-openvino")
 SPENT = "time budget (--max-seconds) spent"
 
 
@@ -31,6 +33,8 @@ class Context:
     peaks: dict[str, Any]
     budget: Budget
     smoke: bool
+    #: the ``facemask quantize`` folder the int8 modes of the speed pass run (None: no int8 mode asked for)
+    int8_dir: Path | None = None
 
 
 # ---------------------------------------------------------------------- which modes
@@ -41,7 +45,8 @@ def device_modes(device: torch.device, bf16_hardware: bool) -> list[str]:
     if device.type == "cuda":
         return list(CUDA_MODES)
     bf16 = ["bf16", "bf16-openvino", "bf16-det640-openvino"] if bf16_hardware else []  # AMX / avx512_bf16 only
-    return [f"fp32-{engine}" for engine in ENGINES] + ["det640", "det640-openvino", *bf16, "recognizer"]
+    return [f"fp32-{engine}" for engine in ENGINES] + ["det640", "det640-openvino", *bf16, *INT8_MODES,
+                                                       "recognizer"]
 
 
 def mode_options(mode: str) -> tuple[dict[str, Any], str]:
@@ -56,6 +61,8 @@ def mode_options(mode: str) -> tuple[dict[str, Any], str]:
         return {"det_max_side": 640, **({} if engine == "torch" else {"engine": engine})}, "fp32"
     if mode in ("fp16", "bf16"):
         return {"precision": mode}, mode
+    if mode in INT8_MODES:
+        return {"precision": "int8", "engine": "openvino", **({"det_max_side": 640} if "det640" in mode else {})}, "int8"
     if mode.startswith("bf16-"):  # bf16-det640, bf16-openvino, bf16-det640-openvino
         rest = mode.split("-")[1:]
         engine = rest[-1] if rest[-1] in ENGINES else "torch"
@@ -68,6 +75,15 @@ def mode_options(mode: str) -> tuple[dict[str, Any], str]:
             raise ValueError(f"unknown mode {mode!r}")
         return options, "bf16"
     raise ValueError(f"unknown mode {mode!r}; known: {', '.join(CUDA_MODES)}")
+
+
+def with_int8_folder(options: dict[str, Any], folder: Path | None) -> dict[str, Any]:
+    """``options`` plus ``engine_dir`` for an int8 mode (RuntimeError when the run made no quantize folder)."""
+    if options.get("precision") != "int8":
+        return options
+    if folder is None:
+        raise RuntimeError("no facemask quantize folder was made for this run (the int8 modes were not asked for)")
+    return {**options, "engine_dir": str(folder)}
 
 
 def failure(exc: Exception) -> str:
@@ -142,10 +158,12 @@ class FlopsPerImage:
     def __init__(self) -> None:
         self.counted: dict[tuple[str, str], float] = {}
 
-    def __call__(self, key: str, pipe: Any, paths: list[str]) -> float:
-        """FLOPs per image of ``pipe(paths)``, counted the first time ``key`` meets this set."""
+    def __call__(self, key: str, pipe: Callable[[], Any], paths: list[str]) -> float:
+        """FLOPs per image of ``pipe()(paths)`` (``pipe`` builds a torch pipeline: only torch ops are counted),
+        counted the first time ``key`` meets this set."""
         if (key, paths[0]) not in self.counted:
-            self.counted[(key, paths[0])] = count_flops(lambda: pipe(paths)) / len(paths)
+            counted = pipe()
+            self.counted[(key, paths[0])] = count_flops(lambda: counted(paths)) / len(paths)
         return self.counted[(key, paths[0])]
 
 
@@ -158,7 +176,8 @@ def run_mode_set(mode: str, precision: str, pipe: Any, base: Any, paths: list[st
     ours.update(fidelity(ours.pop("_outputs")[:n], ref_set["_outputs"]))
     ours["speedup_vs_reference"] = ours["images_per_s"] / ref_set["images_per_s"]
     key = "det640" if "det640" in mode else "full"
-    flop_per_image = flops(key, base if key == "full" else pipe, paths)
+    flop_per_image = flops(key, lambda: base if key == "full" else pipe if pipe.engine == "torch" else
+                           build_ours(ctx.model, ctx.detector, ctx.device, loaded=base.model, det_max_side=640), paths)
     peak, origin = peak_for(ctx.device, precision, ctx.peaks)
     achieved = flop_per_image * ours["images_per_s"]
     ours.update(gflop_per_image=flop_per_image / 1e9, achieved_gflops=achieved / 1e9,
@@ -171,6 +190,7 @@ def run_mode(mode: str, base: Any, reference: dict[str, Any], ctx: Context, flop
     A set that fails or does not fit the budget is recorded as such."""
     options, precision = mode_options(mode)
     try:
+        options = with_int8_folder(options, ctx.int8_dir)
         pipe = base if not options else build_ours(
             ctx.model, ctx.detector, ctx.device, loaded=base.model if mode == "det640" else None, **options)
     except Exception as exc:  # an engine or precision this build or machine does not offer
@@ -228,6 +248,8 @@ def recognizer_variants(device: torch.device, modes: Sequence[str]) -> list[tupl
             variants.append(("bf16", {"precision": "bf16"}, "bf16"))
         if "bf16-openvino" in modes:
             variants.append(("bf16-openvino", {"precision": "bf16", "engine": "openvino"}, "bf16"))
+        if set(INT8_MODES) & set(modes):
+            variants.append(("int8-openvino", {"precision": "int8", "engine": "openvino"}, "int8"))
     return variants
 
 
@@ -276,7 +298,8 @@ def run_recognizer(ref: Any, base: Any, ctx: Context, modes: Sequence[str]) -> d
             out["runs"][name] = {"skipped": SPENT}
             continue
         try:
-            pipe = base if not options else build_ours(ctx.model, ctx.detector, device, **options)
+            pipe = base if not options else build_ours(ctx.model, ctx.detector, device,
+                                                       **with_int8_folder(options, ctx.int8_dir))
         except Exception as exc:
             out["runs"][name] = {"available": False, "reason": failure(exc)}
             continue

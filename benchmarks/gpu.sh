@@ -10,7 +10,9 @@
 #
 # Environment: OUT (results folder; default a temp folder), WHEELS (default benchmarks/wheels), PYTHON (default
 # python3), BENCH_SECONDS (bench.py --max-seconds; default 330), BENCH_TIMEOUT (hard limit on bench.py, default 420 s;
-# bench.py rewrites its JSON after every step, so a killed run still leaves what it measured), BENCH_ARGS.
+# bench.py rewrites its JSON after every step, so a killed run still leaves what it measured), BENCH_ARGS,
+# BENCH_CPU_INT8=1 (then also the CPU int8 modes on the host CPU, which pay on VNNI / AMX: needs the wheels that
+# `FETCH_INT8=1 benchmarks/fetch_gpu_wheels.sh` puts in $WHEELS/int8; int8 is a CPU feature, the GPU keeps fp16/bf16).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -82,4 +84,17 @@ status=${PIPESTATUS[0]}
 set -e
 say "bench.py exited $status; results: $json"
 if [ -f "$json" ]; then "$python" benchmarks/readme_table.py "$json" | tee "$out/$name-$day.md"; fi
+if [ "${BENCH_CPU_INT8:-0}" = 1 ] && [ "$dry_run" = 0 ]; then  # the host CPU's int8 (VNNI / AMX), after the GPU run
+    if [ -d "$wheels/int8" ]; then
+        "$python" -m pip install -q --no-index --no-deps --target "$site" "$wheels"/int8/*.whl >>"$log" 2>&1 || true
+    fi
+    cpu_json="$out/cpu-int8-$day.json"
+    set +e
+    timeout "${BENCH_TIMEOUT:-420}" "$python" benchmarks/bench.py --device cpu --max-seconds "${BENCH_SECONDS:-330}" \
+        --modes fp32-openvino,det640-openvino,int8-openvino,int8-det640-openvino,recognizer --out "$cpu_json" \
+        2>&1 | tee -a "$log" >&2
+    say "CPU int8 bench exited ${PIPESTATUS[0]}; results: $cpu_json"
+    set -e
+    if [ -f "$cpu_json" ]; then "$python" benchmarks/readme_table.py "$cpu_json" | tee "$out/cpu-int8-$day.md"; fi
+fi
 exit "$status"

@@ -75,34 +75,60 @@ def describe(data: dict[str, Any], name: str) -> str:
             f"torch threads), {data['date'][:10]}, torch {v.get('torch')}, ModelScope {v.get('modelscope')}, "
             f"ONNX Runtime {v.get('onnxruntime')}, OpenVINO {v.get('openvino')}; load average "
             f"{fmt(data.get('load_average_start', [None])[0], 2)}; {data.get('weights', '')}. Source: `{name}`."
+            + ("" if not data.get("cpu_int8_hardware") else " CPU int8/bf16 instructions: " + ", ".join(
+                f"{k} {'yes' if v else 'no'}" for k, v in data["cpu_int8_hardware"].items()) + ".")
+            + "".join(f" {note}" for note in data.get("run_notes", []))
             + ("" if data.get("complete", True) else " **Partial run: stopped before the end (time limit).**"))
 
 
 def mode_rows(data: dict[str, Any]) -> list[str]:
+    """The speed pass (no fidelity columns: its synthetic R50's detections mean nothing; see fidelity_rows)."""
     gpu = data["device"].get("type") == "cuda"
     memory = "peak GPU MiB" if gpu else "peak RSS MiB"
-    rows = [f"| mode | input | images/s | faces/s | latency p50 / p95 ms | speed-up | % of peak | min cosine | "
-            f"box Δ (relative) / landmark Δ px | {memory} |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = [f"| mode | input | images/s | faces/s | latency p50 / p95 ms | speed-up | % of peak | {memory} |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for set_name, ref in data["reference"].items():
         rows.append(f"| reference (ModelScope) | {SET_TITLES.get(set_name, set_name)} | {fmt(ref['images_per_s'])} | "
-                    f"{fmt(ref['faces_per_s'])} | {fmt(ref['latency_ms_p50'])} / {fmt(ref['latency_ms_p95'])} | 1 | – | 1 | "
-                    f"0 / 0 | {fmt(ref.get('peak_gpu_memory_mib' if gpu else 'peak_rss_mib'))} |")
+                    f"{fmt(ref['faces_per_s'])} | {fmt(ref['latency_ms_p50'])} / {fmt(ref['latency_ms_p95'])} | 1 | – | "
+                    f"{fmt(ref.get('peak_gpu_memory_mib' if gpu else 'peak_rss_mib'))} |")
     for mode, result in data["modes"].items():
         if mode == "recognizer":
             continue
         if not result.get("available"):
-            rows.append(f"| {mode} | – | unavailable: {result.get('reason', '')[:80]} | | | | | | | |")
+            rows.append(f"| {mode} | – | unavailable: {result.get('reason', '')[:80]} | | | | | |")
             continue
         for set_name, r in result["sets"].items():
             if "skipped" in r or "failed" in r:
                 why = f"skipped: {r['skipped']}" if "skipped" in r else f"failed: {r['failed'][:80]}"
-                rows.append(f"| {mode} | {SET_TITLES.get(set_name, set_name)} | {why} | | | | | | | |")
+                rows.append(f"| {mode} | {SET_TITLES.get(set_name, set_name)} | {why} | | | | | |")
                 continue
             rows.append(f"| {mode} | {SET_TITLES.get(set_name, set_name)} | {fmt(r['images_per_s'])} | {fmt(r['faces_per_s'])} | "
                         f"{fmt(r['latency_ms_p50'])} / {fmt(r['latency_ms_p95'])} | {fmt(r['speedup_vs_reference'])}× | "
-                        f"{fmt(r.get('percent_of_peak'), 2)} | {fmt(r.get('min_cosine_vs_reference'), 7)} | "
-                        f"{fmt(r.get('max_box_relative'), 2)} / {fmt(r.get('max_landmark_px'), 2)} | "
+                        f"{fmt(r.get('percent_of_peak'), 2)} | "
                         f"{fmt(r.get('peak_gpu_memory_mib' if gpu else 'peak_rss_mib'))} |")
+    return rows
+
+
+def fidelity_rows(data: dict[str, Any]) -> list[str]:
+    """The fidelity pass: the real mobilenet0.25 on the real portraits, each mode against torch fp32."""
+    fid = data.get("fidelity")
+    if not fid:
+        return []
+    if not fid.get("available", True):
+        return [f"Fidelity pass: not run ({fid.get('reason', '')[:120]}).", ""]
+    rows = [f"Fidelity (real mobilenet0.25 detector, {len(fid['images'])} real photos, {fid['faces']} faces, all faces; "
+            f"against {fid['baseline']}; synthetic recognizer weights, so these do not transfer to trained weights):",
+            "", "| mode | kind | matched / lost / extra (IoU ≥ 0.9) | landmark px max / median | min cosine (matched) | "
+            "max abs Δ | recognizer min cosine, identical crops | bound |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for mode, r in fid["modes"].items():
+        if not r.get("available"):
+            rows.append(f"| {mode} | unavailable: {r.get('reason', '')[:80]} | | | | | | |")
+            continue
+        rows.append(f"| {mode} | {r['label']} | {r['matched']} / {r['lost']} / {r['extra']} | "
+                    f"{fmt(r['landmark_px_max'], 2)} / {fmt(r['landmark_px_median'], 2)} | {fmt(r['min_cosine'], 7)} | "
+                    f"{fmt(r['max_abs_embedding_diff'], 2)} | {fmt(r['recognizer_identical_crops_min_cosine'], 7)} | "
+                    f"{r['bound'].replace('|', '/')} |")
     return rows
 
 
@@ -144,11 +170,16 @@ def table(paths: Sequence[Path]) -> str:
         peaks = data.get("peaks", {})
         bf16 = (f", bf16 modes against the bf16 GEMM probe {fmt(peaks['cpu_gemm_bf16_gflops'])} GFLOP/s"
                 if "cpu_gemm_bf16_gflops" in peaks else "")
+        bf16 += (f", int8 modes against the int8 GEMM probe {fmt(peaks['cpu_gemm_int8_gops'])} GOP/s"
+                 if "cpu_gemm_int8_gops" in peaks else "")
         peak = (f"peak: fp32 GEMM probe {fmt(peaks.get('cpu_gemm_gflops'))} GFLOP/s{bf16}"
                 if data["device"].get("type") != "cuda"
                 else f"peak: spec sheet {peaks.get('gpu_spec_name')} (dense; fp32 modes vs TF32)")
         parts += [describe(data, Path(path).name), "", *mode_rows(data), "",
                   f"Speed-up: images/s over the reference flow on the same images in the same run; {peak}.", ""]
+        fid = fidelity_rows(data)
+        if fid:
+            parts += [*fid, ""]
         rec = recognizer_rows(data)
         if rec:
             parts += [*rec, ""]

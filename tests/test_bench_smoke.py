@@ -17,7 +17,9 @@ BENCH = ROOT / "benchmarks" / "bench.py"
 MODES = ("fp32-torch", "fp32-openvino", "recognizer")  # det640 runs the same code with one more keyword
 ISSUE_TARGETS = {"cpu_exact_speedup", "cpu_exact_max_abs_embedding_diff", "cpu_recognizer_fraction_of_gemm",
                  "cpu_det640_speedup", "gpu_recognizer_fp16_faces_per_s", "gpu_recognizer_fp16_min_cosine",
-                 "gpu_jpeg640_images_per_s", "gpu_batch1_latency_ms", "load_seconds", "load_peak_rss_over_file"}
+                 "gpu_jpeg640_images_per_s", "gpu_batch1_latency_ms", "load_seconds", "load_peak_rss_over_file",
+                 "cpu_int8_recognizer_speedup_vs_fp32_openvino", "cpu_int8_det640_speedup",
+                 "cpu_int8_recognizer_min_cosine", "cpu_int8_end_to_end_min_cosine", "cpu_int8_faces_lost"}
 
 
 def _load_module(name: str):

@@ -203,6 +203,17 @@ def test_export(files, tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_quantize(files, tmp_path, monkeypatch, capsys):
+    """Success is tests/test_int8.py's; here: a missing extra and a missing calibration folder, before any work."""
+    out = tmp_path / "int8"
+    base = ["quantize", "--model", files["model"], "--out", str(out)]
+    assert main([*base, "--calibration", files["missing"]]) == USAGE_ERROR
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    assert main([*base, "--calibration", files["images"]]) == USAGE_ERROR
+    assert "modelscope-facemask[openvino]" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_demo_cannot_start_without_its_assets(tmp_path, monkeypatch):
     from modelscope_facemask.errors import AssetError
 

@@ -37,7 +37,7 @@ PARSE_ONLY = textwrap.dedent("""
 """)
 
 COMMANDS = ("embed", "compare", "annotate", "evaluate", "env", "regress", "pack", "publish", "demo", "export",
-            "gallery", "identify", "serve")
+            "quantize", "gallery", "identify", "serve")
 
 
 def _python(*args: str) -> subprocess.CompletedProcess:

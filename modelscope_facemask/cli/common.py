@@ -29,9 +29,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="'auto' (default: CUDA when available, else the CPU; 'gpu' means the same), 'cpu', 'cuda' "
                              "or 'cuda:N' (an explicit CUDA device must exist)")
-    parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
+    parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16", "int8"),
                         help="network precision: fp32 (default, or the model's configuration.json model.precision), "
-                             "fp16 (CUDA only) or bf16 (slow on CPUs without bf16 hardware)")
+                             "fp16 (CUDA only), bf16 (slow on CPUs without bf16 hardware) or int8 (--engine openvino "
+                             "with the --engine-dir of `facemask quantize`)")
     parser.add_argument("--det-max-side", default=None, type=int, metavar="N",
                         help="opt-in: detect on a copy whose longer side is at most N px (e.g. 640; faster), results "
                              "in original pixels (default: the model's configuration.json, else the reference's rule: "
@@ -49,7 +50,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "graphs from --engine-dir, else "
                              "exported on first use into the cache)")
     parser.add_argument("--engine-dir", default=None, metavar="DIR",
-                        help="a folder written by `facemask export` for --engine onnxruntime/openvino")
+                        help="a folder written by `facemask export` for --engine onnxruntime/openvino, or by "
+                             "`facemask quantize` for --precision int8")
 
 
 def detection_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -45,7 +45,10 @@ def check_engine(value: Any, *, where: str = "engine") -> str | None:
 
 
 #: precisions each exported engine runs (the torch engine runs every precision)
-ENGINE_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
+ENGINE_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16", "int8")}
+#: how to make the int8 graphs precision='int8' runs (named by every refusal)
+QUANTIZE_HINT = ("`facemask quantize --model M --calibration IMAGES_OR_DIR --out DIR`, then engine='openvino', "
+                 "engine_dir=DIR (--engine openvino --engine-dir DIR)")
 
 
 def check_engine_setup(engine: str, device: torch.device | str, precision: str) -> None:
@@ -59,9 +62,10 @@ def check_engine_setup(engine: str, device: torch.device | str, precision: str) 
                                  f"device='cpu' (--device cpu), or use engine='torch' on CUDA")
     offered = ENGINE_PRECISIONS[engine]
     if precision not in offered:
-        only = " or ".join(offered)
-        raise ConfigurationError(f"engine {engine!r} runs in {only} only, but precision {precision!r} was asked for: "
-                                 f"use precision='fp32' with {engine!r}, or engine='torch' for fp16/bf16")
+        only = " or ".join(p for p in offered if p != "int8")
+        also = " (or int8, from a `facemask quantize` folder)" if "int8" in offered else ""
+        raise ConfigurationError(f"engine {engine!r} runs in {only} only{also}, but precision {precision!r} was asked "
+                                 f"for: use precision='fp32' with {engine!r}, or engine='torch' for fp16/bf16")
     if precision == "bf16":
         from .precision import cpu_has_bf16
 
@@ -69,6 +73,23 @@ def check_engine_setup(engine: str, device: torch.device | str, precision: str) 
             raise ConfigurationError(f"engine {engine!r} runs bf16 only on CPUs with bf16 hardware (avx512_bf16 or "
                                      "amx_bf16), and this CPU has none: use precision='fp32' (the default)")
     require_engine(engine)
+
+
+def check_int8_request(engine: str, precision: str, engine_dir: Any) -> None:
+    """Refuse precision 'int8' without the folder ``facemask quantize`` wrote (``engine_dir``): int8 graphs are
+    never made silently on first use (their calibration images decide their accuracy)."""
+    if precision != "int8":
+        return
+    _check_int8_engine(engine)
+    if engine_dir is None:
+        raise ConfigurationError(f"precision 'int8' needs the int8 graphs of a `facemask quantize` folder: run "
+                                 f"{QUANTIZE_HINT}; int8 is never quantized silently on first use")
+
+
+def _check_int8_engine(engine: str) -> None:
+    if engine != "openvino":
+        raise ConfigurationError(f"precision 'int8' runs on engine='openvino' only (CPU), not {engine!r}: quantize "
+                                 f"the model once with {QUANTIZE_HINT}")
 
 
 def require_engine(engine: str) -> Any:

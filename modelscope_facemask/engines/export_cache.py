@@ -17,7 +17,6 @@ never changed: a mismatch there is a :class:`~modelscope_facemask.errors.Checkpo
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,9 @@ import torch
 
 from ..errors import CheckpointError, ConfigurationError
 from ..support.log import logger
-from .export import FORMATS, OPSET, export_network, graph_files
+from .export import OPSET, export_network, graph_files
+from .int8_graphs import refuse_int8_folder
+from .graph_manifest import graph_folder_problem, read_graph_manifest, source_problem, write_graph_manifest  # noqa: F401
 
 ENGINE_CACHE_ENV = "FACEMASK_ENGINE_CACHE"
 ENGINE_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}
@@ -100,81 +101,7 @@ def cached_graph(net: torch.nn.Module, kind: str, engine: str, sha256: str) -> t
     return folder / graph_files(kind, fmt)[0], FRESH
 
 
-def write_graph_manifest(folder: str | os.PathLike, output: str, fmt: str, sources: dict[str, str],
-                         extra: dict[str, Any] | None = None) -> Path:
-    """``folder/manifest.json``: this package's manifest (sha256 and size of every file) plus the graph format,
-    opset, versions and the sha256 of the weights each graph was exported from."""
-    from ..support.atomic_files import write_text_atomic
-    from ..model_files.manifest import MANIFEST_FILE, build_manifest
-    from . import installed_engines
-
-    manifest = build_manifest(folder, output)
-    versions = {k: v for k, v in installed_engines().items() if v is not None}
-    manifest.update({"graph_format": fmt, "opset": OPSET, "versions": versions,
-                     "source_weights_sha256": dict(sorted(sources.items())),
-                     "graphs": {kind: list(graph_files(kind, fmt)) for kind in sorted(sources)}, **(extra or {})})
-    path = Path(folder) / MANIFEST_FILE
-    write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_graph_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The manifest.json of an exported-graph folder, or :class:`ConfigurationError` naming what is wrong."""
-    from ..model_files.manifest import MANIFEST_FILE, MANIFEST_FORMAT
-
-    path = Path(folder) / MANIFEST_FILE
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise ConfigurationError(f"{str(folder)!r} has no {MANIFEST_FILE}: pass a folder written by `facemask "
-                                 "export`") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"{str(path)!r} is not readable JSON ({type(exc).__name__}: {exc})") from None
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or data.get("graph_format") not in FORMATS \
-            or not isinstance(data.get("files"), dict) or not isinstance(data.get("source_weights_sha256"), dict):
-        raise ConfigurationError(f"{str(path)!r} is not the manifest of exported graphs (written by `facemask "
-                                 "export`)")
-    return data
-
-
-def source_problem(manifest: dict[str, Any], kind: str, sha256: str) -> str | None:
-    """None when an exported-graph manifest says ``kind``'s graph was exported from the weights with ``sha256``."""
-    source = manifest["source_weights_sha256"].get(kind)
-    if source == sha256:
-        return None
-    return (f"its {kind} graph was exported from other weights (sha256 {str(source)[:12]}..., these are "
-            f"{sha256[:12]}...)")
-
-
-def graph_folder_problem(folder: Path, kind: str, fmt: str, sha256: str | None = None) -> str | None:
-    """None when ``folder`` holds ``kind``'s graph in ``fmt`` exactly as its manifest lists it (and, with ``sha256``,
-    exported from the weights with that sha256), else why not."""
-    from ..model_files.manifest import file_sha256
-
-    try:
-        manifest = read_graph_manifest(folder)
-    except ConfigurationError as exc:
-        return str(exc)
-    if manifest["graph_format"] != fmt:
-        return f"its manifest describes {manifest['graph_format']} graphs, not {fmt}"
-    other_weights = None if sha256 is None else source_problem(manifest, kind, sha256)
-    if other_weights is not None:
-        return other_weights
-    files = manifest["files"]
-    for name in graph_files(kind, fmt):
-        entry, path = files.get(name), folder / name
-        if not isinstance(entry, dict):
-            return f"its manifest does not list {name!r}"
-        if not path.is_file():
-            return f"{name!r} is missing"
-        if path.stat().st_size != entry.get("size"):
-            return f"{name!r} is {path.stat().st_size} bytes, its manifest says {entry.get('size')}"
-        if file_sha256(path) != entry.get("sha256"):
-            return f"{name!r} does not match the sha256 in its manifest"
-    return None
-
-
-def exported_graph(folder: str | os.PathLike, kind: str, engine: str, sha256: str) -> Path:
+def exported_graph(folder: str | os.PathLike, kind: str, engine: str, sha256: str, precision: str = "fp32") -> Path:
     """The graph of ``kind`` in a ``facemask export`` folder, checked: the format suits ``engine`` (onnxruntime
     runs ONNX; openvino runs IR or ONNX), it was exported from these weights, and its files match the manifest."""
     folder = Path(os.path.expanduser(os.fspath(folder)))
@@ -182,6 +109,7 @@ def exported_graph(folder: str | os.PathLike, kind: str, engine: str, sha256: st
         raise ConfigurationError(f"engine_dir {str(folder)!r} is not a folder: pass a folder written by "
                                  "`facemask export`")
     manifest = read_graph_manifest(folder)
+    refuse_int8_folder(folder, manifest, precision)
     fmt = manifest["graph_format"]
     if engine == "onnxruntime" and fmt != "onnx":
         raise ConfigurationError(f"engine_dir {str(folder)!r} holds {fmt} graphs, which onnxruntime cannot run: "
@@ -208,8 +136,10 @@ def network_engine(net: torch.nn.Module, kind: str, engine: str, *, precision: s
 
         return TorchEngine(net, precision)
     sha256 = weights_sha256(net, weights_file)
+    if precision == "int8":
+        return _int8_engine(kind, engine, sha256, engine_dir)
     if engine_dir is not None:
-        graph, how = exported_graph(engine_dir, kind, engine, sha256), GIVEN
+        graph, how = exported_graph(engine_dir, kind, engine, sha256, precision), GIVEN
     else:
         graph, how = cached_graph(net, kind, engine, sha256)
     if engine == "onnxruntime":
@@ -225,6 +155,45 @@ def network_engine(net: torch.nn.Module, kind: str, engine: str, *, precision: s
     return runner
 
 
+def _int8_engine(kind: str, engine: str, sha256: str, engine_dir: str | os.PathLike | None) -> Any:
+    """The openvino engine on ``kind``'s graph of a ``facemask quantize`` folder (int8, or fp32 where that folder
+    kept the network in fp32); ``runner.int8`` says which, and the INFO line too."""
+    from . import check_int8_request
+    from .int8_graphs import int8_graph
+    from .openvino_engine import OpenVinoEngine
+
+    check_int8_request(engine, "int8", engine_dir)
+    graph, int8 = int8_graph(engine_dir, kind, sha256)  # type: ignore[arg-type]
+    runner = OpenVinoEngine(graph, source="quantized folder" if int8 else "quantized folder, kept in fp32",
+                            precision="int8")
+    runner.int8 = int8
+    logger.info("FaceMask %s runs on openvino (CPU, %s, %d threads) from %s", kind, "int8" if int8 else
+                "fp32 (kept in fp32 by facemask quantize)", runner.threads, runner.source)
+    return runner
+
+
+def check_replaceable_output(out: Path, output: str, *, force: bool) -> bool:
+    """Whether ``out`` exists, after refusing it unless it is new, an empty folder or (with ``force``) an unchanged
+    earlier ``facemask OUTPUT`` folder (its generated manifest lists exactly its files):
+    :class:`~modelscope_facemask.errors.OutputFolderError` otherwise, the folder left untouched."""
+    from ..errors import OutputFolderError
+    from ..model_files.manifest import replacement_problem
+
+    exists = out.exists() or out.is_symlink()
+    empty = exists and out.is_dir() and not out.is_symlink() and not any(out.iterdir())
+    if exists and not empty:
+        problem = replacement_problem(out, output)
+        if problem is None and not force:
+            raise OutputFolderError(f"{str(out)!r} exists (an earlier `facemask {output}` output); choose a new "
+                                    "folder, or pass --force to replace it")
+        if problem is not None:
+            raise OutputFolderError(
+                f"refusing to {'replace' if force else 'write into'} {str(out)!r}: {problem}, so it is not provably "
+                f"an unchanged `facemask {output}` output and may hold your data; choose a new --out folder, or move "
+                "or delete it yourself")
+    return exists
+
+
 def export_folder(out: str | os.PathLike, fmt: str, networks: dict[str, tuple[torch.nn.Module, str]], *,
                   force: bool = False) -> dict[str, int]:
     """Write ``networks`` (kind -> (fp32 module, sha256 of its weights)) as ``fmt`` graphs plus ``manifest.json``
@@ -235,22 +204,9 @@ def export_folder(out: str | os.PathLike, fmt: str, networks: dict[str, tuple[to
     :class:`~modelscope_facemask.errors.OutputFolderError` and left untouched.
     """
     from ..support.atomic_files import writing_folder
-    from ..errors import OutputFolderError
-    from ..model_files.manifest import replacement_problem
 
     out = Path(out)
-    exists = out.exists() or out.is_symlink()
-    empty = exists and out.is_dir() and not out.is_symlink() and not any(out.iterdir())
-    if exists and not empty:
-        problem = replacement_problem(out, EXPORT_OUTPUT)
-        if problem is None and not force:
-            raise OutputFolderError(f"{str(out)!r} exists (an earlier `facemask export` output); choose a new "
-                                    "folder, or pass --force to replace it")
-        if problem is not None:
-            raise OutputFolderError(
-                f"refusing to {'replace' if force else 'write into'} {str(out)!r}: {problem}, so it is not provably "
-                "an unchanged `facemask export` output and may hold your data; choose a new --out folder, or move "
-                "or delete it yourself")
+    exists = check_replaceable_output(out, EXPORT_OUTPUT, force=force)
     with writing_folder(out, replace=exists) as staging:
         for kind, (net, _) in networks.items():
             export_network(net, kind, fmt, staging)

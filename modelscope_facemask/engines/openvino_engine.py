@@ -14,8 +14,9 @@ from . import require_engine
 from .onnxruntime_engine import engine_threads
 
 
-#: our precision name -> OpenVINO's INFERENCE_PRECISION_HINT
-INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+#: our precision name -> OpenVINO's INFERENCE_PRECISION_HINT (int8: the quantized graph's int8 operations run in
+#: int8 whatever the hint; the operations it left in floating point run in fp32)
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 class OpenVinoEngine:
@@ -33,6 +34,8 @@ class OpenVinoEngine:
         self.compiled = ov.Core().compile_model(str(self.graph), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.source = f"{self.graph}{f' ({source})' if source else ''}"
+        #: True when the graph is a ``facemask quantize`` int8 graph (set by the int8 loader)
+        self.int8 = False
 
     def __call__(self, batch: Any) -> tuple[torch.Tensor, ...]:
         array = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch

@@ -1,4 +1,7 @@
-"""Numeric precision of the networks: ``fp32`` (default, the parity reference), ``fp16`` or ``bf16``.
+"""Numeric precision of the networks: ``fp32`` (default, the parity reference), ``fp16``, ``bf16`` or ``int8``.
+
+``int8`` is not a torch precision: it runs graphs quantized by ``facemask quantize`` on the ``openvino`` engine,
+from the folder that command wrote (:mod:`modelscope_facemask.engines.int8_graphs`).
 
 The weights are cast once when a network is set up (no per-call autocast); in fp16/bf16 the network is also put in
 channels_last memory format, and its inputs are cast to the same dtype and layout. fp32 changes nothing (same dtype,
@@ -18,7 +21,9 @@ import torch
 from ..errors import ConfigurationError
 from ..support.log import logger
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: the precisions the torch module itself runs in (int8 runs only as a quantized OpenVINO graph)
+TORCH_PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_PRECISION = "fp32"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -33,8 +38,12 @@ def check_precision(value: Any, *, where: str = "precision") -> str | None:
 
 
 def precision_dtype(precision: str) -> torch.dtype:
-    """The torch dtype of a checked precision name."""
-    return DTYPES[check_precision(precision) or DEFAULT_PRECISION]
+    """The torch dtype of a checked precision name (``int8`` has none: :class:`ConfigurationError`)."""
+    precision = check_precision(precision) or DEFAULT_PRECISION
+    if precision not in DTYPES:
+        raise ConfigurationError(f"precision {precision!r} is not a torch dtype: it runs only as a graph quantized by "
+                                 "`facemask quantize`, with engine='openvino' and engine_dir=DIR")
+    return DTYPES[precision]
 
 
 def precision_name(dtype: torch.dtype) -> str:

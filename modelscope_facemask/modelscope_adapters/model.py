@@ -13,7 +13,7 @@ from modelscope.utils.constant import Tasks
 from ..model_files.checkpoints import build_and_load, check_fits_file, find_weights_file, read_state_dict
 from .configuration import CONFIGURATION_FILE, facemask_settings, read_configuration
 from ..engines.devices import check_device_type, resolve_device
-from ..engines import check_engine, check_engine_setup
+from ..engines import check_engine, check_engine_setup, check_int8_request
 from ..faces.recognizer import FaceRecognizer, positive_batch_size
 from ..support.log import logger
 from ..model_files.manifest import verify_manifest
@@ -27,7 +27,8 @@ from ..engines.precision import check_precision, check_precision_on_device
 class FaceMaskModel(TorchModel):
     """FaceMask recognizer: aligned 112x112 RGB uint8 crops -> (N, 512) L2-normalised float32 embeddings.
 
-    ``precision``: 'fp32', 'fp16' (CUDA only) or 'bf16'; ``None`` takes configuration.json's ``model.precision``
+    ``precision``: 'fp32', 'fp16' (CUDA only), 'bf16' or 'int8' (engine 'openvino' with the ``engine_dir`` of
+    ``facemask quantize``); ``None`` takes configuration.json's ``model.precision``
     (default 'fp32'). The weights are cast once, here. ``engine``: 'torch', 'onnxruntime' or 'openvino'; ``None``
     takes configuration.json's ``model.engine`` (default 'torch'); ``engine_dir``: a folder written by
     ``facemask export`` (default: export on first use into the cache, see :mod:`modelscope_facemask.engines`).
@@ -44,6 +45,7 @@ class FaceMaskModel(TorchModel):
         settings = facemask_settings(read_configuration(model_dir))
         self.precision = precision or settings.precision
         self.engine = engine or settings.engine
+        check_int8_request(self.engine, self.precision, engine_dir)  # before any weights are read
         weights = find_weights_file(model_dir)
         config = os.path.join(model_dir, CONFIGURATION_FILE)
         verify_manifest(model_dir, [config, weights])  # packed repositories: both files listed and unchanged

@@ -59,7 +59,8 @@ class FaceMaskPipeline(Pipeline):
     None = all), ``detector_model`` (hub id or local folder of a RetinaFace model), ``batch_size`` (recognizer;
     default 32, 256 on CUDA),
     ``precision`` ('fp32' (default: configuration.json's ``model.precision``, else fp32), 'fp16' (CUDA only),
-    'bf16'; the recognizer's and the detector's weights are cast once), ``det_max_side`` (opt-in, int >= 32: detect on
+    'bf16'; the recognizer's and the detector's weights are cast once; or 'int8': the graphs of a
+    ``facemask quantize`` folder, with engine='openvino' and its ``engine_dir``), ``det_max_side`` (opt-in, int >= 32: detect on
     a copy whose longer side is at most that many px, results in original pixels; default: configuration.json's
     ``preprocessor.det_max_side``, else the reference's 1500/1000 rule), ``engine`` ('torch' (default:
     configuration.json's ``model.engine``, else torch), 'onnxruntime' or 'openvino': both networks on that engine, CPU
@@ -116,7 +117,8 @@ class FaceMaskPipeline(Pipeline):
         #: decode the next chunk of a list in a thread while this one computes (at most two chunks decoded at a
         #: time); on by default on CUDA, where the host would otherwise idle the GPU while decoding
         self.decode_ahead = self.device_used.type == "cuda"
-        logger.info("FaceMask pipeline runs on %s in %s, engine %s", self.device_used, self.precision, self.engine)
+        logger.info("FaceMask pipeline runs on %s in %s, engine %s%s", self.device_used, self.precision, self.engine,
+                    _int8_note(self.int8_networks))
 
     def _open_model(self, model: str | FaceMaskModel, *, batch_size: int | None, precision: str | None,
                     engine: str | None, engine_dir: str | None) -> tuple[FaceMaskModel, str]:
@@ -169,6 +171,16 @@ class FaceMaskPipeline(Pipeline):
         settings = getattr(self.preprocessor, "settings", None)
         theirs = getattr(settings, "engine", ours)
         return ours if theirs == ours else f"{ours} (recognizer), {theirs} (detector)"
+
+    @property
+    def int8_networks(self) -> dict[str, bool]:
+        """With precision 'int8': which networks run int8 graphs (``recognizer``, ``detector``); else empty."""
+        engines = {"recognizer": getattr(self.model, "recognizer", None)}
+        detector = getattr(self.preprocessor, "_detector", None)
+        if detector is not None:
+            engines["detector"] = detector
+        return {kind: bool(getattr(owner.engine, "int8", False)) for kind, owner in engines.items()
+                if owner is not None and getattr(owner.engine, "precision", None) == "int8"}
 
     @property
     def device_name_used(self) -> str:
@@ -306,6 +318,15 @@ def _check_same_engine(requested: str | None, actual: str, what: str) -> None:
     if requested is not None and requested != actual:
         raise ConfigurationError(f"engine={requested!r} but the given {what} runs on {actual!r}: build the {what} "
                                  f"with engine={requested!r}, or omit engine")
+
+
+def _int8_note(networks: dict[str, bool]) -> str:
+    """`` (int8: recognizer; fp32: detector)`` for the INFO line, or nothing outside int8."""
+    if not networks:
+        return ""
+    int8 = [k for k, v in networks.items() if v] or ["none"]
+    fp32 = [k for k, v in networks.items() if not v]
+    return f" (int8: {', '.join(int8)}" + (f"; fp32: {', '.join(fp32)})" if fp32 else ")")
 
 
 def _numpy(value: Any) -> Any:

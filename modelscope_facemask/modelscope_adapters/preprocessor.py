@@ -18,7 +18,7 @@ from .configuration import (
     resolve_detector_dir,
 )
 from ..engines.devices import resolve_device
-from ..engines import DEFAULT_ENGINE, check_engine, check_engine_setup
+from ..engines import DEFAULT_ENGINE, check_engine, check_engine_setup, check_int8_request
 from ..errors import FaceMaskError
 from ..faces.choose import validate_max_faces
 from ..faces.detector import DetectionSettings, FaceDetector, check_batched_postprocess, check_det_max_side, \
@@ -99,6 +99,7 @@ class FaceMaskPreprocessor(Preprocessor):
         validate_max_faces(self.settings.max_faces)
         check_precision_on_device(self.settings.precision, self.device_used)
         check_engine_setup(self.settings.engine, self.device_used, self.settings.precision)
+        check_int8_request(self.settings.engine, self.settings.precision, engine_dir)
         self._detector: FaceDetector | None = None
         if self.settings.use_det:
             _ = self.detector  # load now, so that a bad detector fails at construction, not at the first image
@@ -138,8 +139,10 @@ class FaceMaskPreprocessor(Preprocessor):
                                                        precision=self.precision,
                                                        weights_file=self._detector.weights_file,
                                                        engine_dir=self.engine_dir)
+            runs = self.precision if self.precision != "int8" or getattr(self._detector.engine, "int8", False) \
+                else "fp32: the int8 folder keeps the detector in fp32"
             logger.info("RetinaFace detector (%s) loaded from %s on %s (%s)", self._detector.config.name, folder,
-                        self.device_used, self.precision)
+                        self.device_used, runs)
         return self._detector
 
     @property

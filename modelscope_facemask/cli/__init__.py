@@ -1,7 +1,7 @@
 """``facemask``: the command line of modelscope-facemask (also ``python -m modelscope_facemask.cli``).
 
-Subcommands: embed, compare, annotate, evaluate, env, regress (create | check), pack, publish, demo,
-gallery (build | add | remove | info), identify, export, quantize, serve. Exit codes, the same for every command (the table:
+Subcommands: embed, compare, annotate, evaluate, env, regress (create | check), pack, publish, demo, export,
+quantize, gallery (build | add | remove | info), identify, serve. Exit codes, the same for every command (the table:
 :mod:`modelscope_facemask.cli.exit_codes`): 0 success, 1 a negative result the command found (an image without a
 face or unreadable, a regression, a failed upload), 2 a usage error or any error that stopped the command, 3 a
 dependency change (regress check). ``--json`` prints one JSON document on stdout, ``--json-out FILE`` writes it

@@ -39,8 +39,8 @@ EXAMPLES = [
     ("Health and readiness", "curl -s $URL/healthz; echo; curl -s $URL/readyz | "
                              "jq -c '{status, device, precision, engine}'"),
     ("A bad request: one error shape, a 4xx", "curl -s -w ' HTTP %{http_code}' -F image=@README.md $URL/v1/identify"),
-    ("Prometheus metrics (excerpt)", "curl -s $URL/metrics | grep -E '^facemask_(requests_total|batch_size_count|"
-                                     "faces_total)' | head -4"),
+    ("Prometheus metrics (excerpt)", "curl -s $URL/metrics | grep -E '^facemask_(requests_total.*identify|"
+                                     "batch_size_(count|sum)|faces_processed_total|queue_depth)'"),
 ]
 CLIENT = '''import base64, requests
 image = base64.b64encode(open("bob.jpg", "rb").read()).decode()

@@ -158,7 +158,8 @@ def test_env_lists_every_extra_installed_or_missing(monkeypatch, capsys):
     assert "MISSING" in faiss and faiss.endswith("pip install 'modelscope-facemask[gallery]'")
     assert main(["env", "--device", "cpu", "--json"]) == SUCCESS
     extras = {entry["package"]: entry for entry in json.loads(capsys.readouterr().out)["extras"]}
-    assert set(extras) == {"onnxruntime", "openvino", "faiss-cpu", "pyarrow", "ray", "huggingface-hub"}
+    assert set(extras) == {"onnxruntime", "openvino", "faiss-cpu", "pyarrow", "ray", "huggingface-hub", "fastapi",
+                           "uvicorn", "prometheus-client", "python-multipart"}
     assert extras["faiss-cpu"]["version"] is None and extras["pyarrow"]["version"]
     assert extras["pyarrow"]["extras"] == ["gallery", "ray"]
 

@@ -5,7 +5,8 @@ output it gave; the load table comes from the newest ``benchmarks/results/serve-
     python docs/make_serving_section.py                 # print the section
     python docs/make_serving_section.py --write README.md   # replace the text between the markers
 
-``--write`` replaces what lies between ``<!-- serving:start -->`` and ``<!-- serving:end -->``.
+``--write`` replaces what lies between ``<!-- serving:start -->`` and ``<!-- serving:end -->`` of README.md, and the
+load figures between ``<!-- serve-load:start -->`` and ``<!-- serve-load:end -->`` of docs/serve.md.
 """
 from __future__ import annotations
 
@@ -91,6 +92,25 @@ def load_table(path: Path) -> list[str]:
     return rows
 
 
+def targets_table(path: Path) -> list[str]:
+    """The issue's serving targets with the measured figures (docs/serve.md)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = ["| target | measured | how |", "| --- | --- | --- |"]
+    for name, entry in data["targets"].items():
+        measured = entry["measured"]
+        rows.append(f"| {name.replace('_', ' ')} {entry.get('target', '')} | {measured:.3g} | {entry.get('how', '')} |")
+    return rows
+
+
+def write_between(path: Path, start: str, end: str, text: str) -> None:
+    """Replace what lies between the markers ``start`` and ``end`` of ``path`` (kept) with ``text``."""
+    page = path.read_text(encoding="utf-8")
+    if start not in page or end not in page:
+        raise SystemExit(f"{path}: no {start} ... {end} markers; add them where the text goes")
+    before, rest = page.split(start, 1)
+    path.write_text(before + start + "\n" + text + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+
+
 def newest_load_result() -> Path:
     found = sorted((ROOT / "benchmarks" / "results").glob("serve-load-*.json"))
     if not found:
@@ -166,12 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.write is None:
         print(text)
         return 0
-    readme = args.write.read_text(encoding="utf-8")
-    if START not in readme or END not in readme:
-        raise SystemExit(f"{args.write}: no {START} ... {END} markers; add them where the section goes")
-    before, rest = readme.split(START, 1)
-    args.write.write_text(before + text + rest.split(END, 1)[1], encoding="utf-8")
-    print(f"wrote the serving section of {args.write}")
+    write_between(args.write, START, END, text.removeprefix(START + "\n").removesuffix("\n" + END))
+    load = newest_load_result()
+    write_between(ROOT / "docs" / "serve.md", "<!-- serve-load:start -->", "<!-- serve-load:end -->",
+                  "\n".join(load_table(load) + ["", *targets_table(load)]))
+    print(f"wrote the serving section of {args.write} and the load figures of docs/serve.md")
     return 0
 
 

@@ -3,7 +3,10 @@
 Requests put decoded images on an asyncio queue (:meth:`DynamicBatcher.submit`, bounded: a full queue raises
 :class:`QueueFull`, answered 503 with ``Retry-After``). One collector task takes the first waiting image, then
 gathers more, up to ``max_batch``, for at most ``max_wait_ms`` -- and waits only while other requests are still
-arriving (:meth:`arriving`: being received or decoded), so a lone client is never delayed. The batch runs on the
+arriving (:meth:`arriving`: being received or decoded), or while the server is saturated (images were still
+queued when the last batch ended: the clients it just answered are likely sending again, and merging them keeps
+batches full instead of splitting the load into two half batches that take turns), so a lone client is never
+delayed. The batch runs on the
 one worker thread (``pipeline.run_batch(labels, loaded=images, **options)``, grouped by per-call options); the
 event loop never waits on it. Each image's future gets its own output: an image that fails fails only its request.
 While the worker runs, new images queue up and form the next batch.
@@ -64,6 +67,7 @@ class DynamicBatcher:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facemask-batch")
         self._arriving = 0
         self._running = 0
+        self._saturated = False  # images were waiting when the last batch ended
 
     # ------------------------------------------------------------------ facts
     @property
@@ -132,7 +136,7 @@ class DynamicBatcher:
                     batch.append(self._queue.get_nowait())
                     continue
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._arriving:
+                if left <= 0 or not (self._arriving or self._saturated):
                     break
                 await asyncio.sleep(min(left, 0.0005))
             live = [item for item in batch if not item.future.done()]  # a request that timed out is dropped
@@ -159,6 +163,7 @@ class DynamicBatcher:
             outputs = [exc] * len(batch)
         finally:
             self._running = 0
+            self._saturated = self.queue_depth > 0
         seconds = time.perf_counter() - start
         faces = sum(len(output["scores"]) for output in outputs if isinstance(output, dict) and "error" not in output)
         self.stats.record(len(batch), faces)

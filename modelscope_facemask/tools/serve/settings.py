@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 #: defaults of the limits (docs/serve.md, "Limits")
 DEFAULT_MAX_BATCH = 16
-DEFAULT_MAX_WAIT_MS = 5.0
+DEFAULT_MAX_WAIT_MS = 50.0
 DEFAULT_QUEUE_SIZE = 128
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000

@@ -106,7 +106,8 @@ def run_on_ray(settings: ServeSettings, pipeline_options: dict[str, Any], *, add
     from ray import serve
 
     port = settings.port or free_port(settings.host)
-    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    local = {} if address else {"include_dashboard": False}  # a cluster's own settings are kept as they are
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **local)
     stop = threading.Event()
     caught: list[int] = []
 

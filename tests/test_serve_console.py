@@ -50,7 +50,8 @@ def _enrol_through_page(browser, identity: str, photo: Path) -> None:
     browser.find_element(By.ID, "enrol-identity").send_keys(identity)
     browser.find_element(By.ID, "enrol-files").send_keys(str(photo))
     browser.find_element(By.ID, "enrol-button").click()
-    WebDriverWait(browser, 120).until(EC.text_to_be_present_in_element((By.ID, "enrol-message"), "enrolled " + identity))
+    enrolled = EC.text_to_be_present_in_element((By.ID, "enrol-message"), "enrolled " + identity)
+    WebDriverWait(browser, 120).until(enrolled)
 
 
 def test_console_identifies_an_uploaded_photo(browser, served, portraits):
@@ -96,4 +97,5 @@ def test_console_deletes_an_identity(browser, served, portraits):
     rows = browser.find_elements(By.CSS_SELECTOR, "#gallery-rows tr")
     [row.find_element(By.TAG_NAME, "button") for row in rows if row.text.startswith("bob")][0].click()
     WebDriverWait(browser, 30).until(lambda _: "bob" not in browser.find_element(By.ID, "gallery-rows").text)
-    assert "bob" not in [entry["identity"] for entry in requests.get(served.url + "/v1/gallery", timeout=30).json()["identities"]]
+    listed = requests.get(served.url + "/v1/gallery", timeout=30).json()["identities"]
+    assert "bob" not in [entry["identity"] for entry in listed]
